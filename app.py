@@ -1,0 +1,160 @@
+"""Face Gallery API: the application factory.
+
+``create_app()`` reads and validates the configuration, registers one blueprint per resource
+and the error handlers that give every failure the documented JSON envelope. The database and
+the face engine are opened lazily, once per process, so ``gunicorn app:app`` can fork workers
+safely (pymongo clients must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import typing as t
+import uuid
+from collections.abc import Mapping
+
+from flask import Flask
+from flask import g
+from flask import request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
+
+import config as config_module
+from errors import ConfigError
+from errors import FileSizeError
+from errors import GalleryError
+from routes import common
+from services.context import Gallery
+from services.storage import Store
+
+__version__ = "0.3.0"
+
+log = logging.getLogger("face_gallery")
+
+
+class _RequestIdFilter(logging.Filter):
+    """Put the current request id on every log record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import has_request_context
+
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_face_gallery", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+        handler.addFilter(_RequestIdFilter())
+        handler._face_gallery = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None = None,
+               environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app; ``config`` overrides settings, ``store`` injects a database (tests)."""
+    settings = config_module.load_config(config, environ)
+    app = Flask(__name__)
+    app.config.update(settings)
+    app.config["APP_VERSION"] = __version__
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    _configure_logging(settings["LOG_LEVEL"])
+
+    # extensions
+    app.extensions["face_gallery"] = Gallery(settings, store=store)
+    CORS(app, origins=settings["CORS_ORIGINS"], methods=settings["CORS_METHODS"],
+         allow_headers=settings["CORS_ALLOW_HEADERS"], expose_headers=["X-Request-ID"])
+
+    # blueprints
+    from routes import albums
+    from routes import cluster
+    from routes import faces
+    from routes import images
+    from routes import persons
+    from routes import sections
+    from routes import stats
+
+    app.register_blueprint(images.bp, url_prefix="/images")
+    app.register_blueprint(persons.bp, url_prefix="/persons")
+    app.register_blueprint(faces.bp, url_prefix="/faces")
+    app.register_blueprint(albums.bp, url_prefix="/albums")
+    app.register_blueprint(sections.bp, url_prefix="/sections")
+    app.register_blueprint(cluster.bp, url_prefix="/cluster")
+    app.register_blueprint(stats.bp)
+
+    _register_request_hooks(app)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        # Echo a caller's id only when it is short and printable: it lands in our logs.
+        if incoming and len(incoming) <= 128 and incoming.isprintable():
+            g.request_id = incoming
+        else:
+            g.request_id = "req_" + uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def add_request_id(response: t.Any) -> t.Any:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info("%s %s -> %s (%.1f ms)", request.method, request.path, response.status_code,
+                 elapsed)
+        return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(GalleryError)
+    def handle_gallery_error(error: GalleryError) -> t.Any:
+        if error.code >= 500:
+            log.error("%s: %s", type(error).__name__, error.message)
+        return common.error_response(error.message, type(error).__name__, error.code,
+                                     error.details)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def handle_too_large(error: RequestEntityTooLarge) -> t.Any:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return handle_gallery_error(FileSizeError(
+            f"File size exceeds maximum limit of {limit // (1024 * 1024)}MB",
+            details={"max_content_length": limit}))
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException) -> t.Any:
+        code = error.code or 500
+        kind = {404: "NotFoundError", 405: "MethodNotAllowedError",
+                415: "UnsupportedMediaTypeError"}.get(code, "ValidationError" if code < 500
+                                                      else "InternalServerError")
+        response = common.error_response(error.description or error.name, kind, code)
+        if code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            response[0].headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception) -> t.Any:
+        log.exception("unhandled error")
+        return common.error_response("An unexpected error occurred", "InternalServerError",
+                                     500)
+
+
+def _build_module_app() -> Flask:
+    try:
+        return create_app()
+    except ConfigError as err:
+        sys.exit(f"configuration error: {err}")
+
+
+app = _build_module_app()
+
+if __name__ == "__main__":
+    app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)

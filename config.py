@@ -1,0 +1,207 @@
+"""Configuration: the only module that reads the environment.
+
+Every variable is read from the process environment, then from a ``.env`` file in the working
+directory (the environment wins), converted to its type and validated once at start-up. A bad
+value raises :class:`errors.ConfigError` naming the variable; ``app.py`` turns that into one
+line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+from collections.abc import Callable
+from collections.abc import Mapping
+
+from errors import ConfigError
+
+DEFAULT_SECRET_KEY = "dev-secret-key-change-me"
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _csv(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if value < low or (high is not None and value > high):
+            upper = f"..{high}" if high is not None else " or more"
+            raise ValueError(f"expected an integer {low}{upper}")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not low <= value <= high:
+            raise ValueError(f"expected a number between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_int(low: int) -> Callable[[str], int | None]:
+    inner = _int_range(low)
+
+    def parse(raw: str) -> int | None:
+        return None if raw.strip() in {"", "0", "none"} else inner(raw)
+
+    return parse
+
+
+_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "webp"}
+
+
+def _extensions(raw: str) -> list[str]:
+    values = [v.lower().lstrip(".") for v in _csv(raw)]
+    unknown = sorted(set(values) - _EXTENSIONS)
+    if unknown or not values:
+        raise ValueError(f"supported extensions are {', '.join(sorted(_EXTENSIONS))}")
+    return values
+
+
+#: name -> (parser, default as it would appear in the environment)
+SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
+    "SECRET_KEY": (_text, DEFAULT_SECRET_KEY),
+    "DEBUG": (_bool, "false"),
+    "HOST": (_text, "0.0.0.0"),
+    "PORT": (_int_range(1, 65535), "5000"),
+    "MONGODB_URI": (_text, ""),
+    "DATABASE_NAME": (_text, "face_gallery"),
+    "DATA_DIR": (_text, "./data"),
+    "MAX_CONTENT_LENGTH": (_int_range(1024), "16777216"),
+    "ALLOWED_EXTENSIONS": (_extensions, "png,jpg,jpeg,gif,webp"),
+    "FACE_RECOGNITION_TOLERANCE": (_float_range(0.0, 1.0), "0.5"),
+    "DBSCAN_EPS": (_float_range(0.0, 1.0), "0.5"),
+    "DBSCAN_MIN_SAMPLES": (_int_range(1, 1000), "1"),
+    "FACE_DETECTION_MODEL": (_choice("hog", "cnn"), "hog"),
+    "FACE_DETECTION_UPSAMPLE": (_int_range(0, 3), "1"),
+    "FACE_NUM_JITTERS": (_int_range(1, 100), "1"),
+    "FACE_CROP_PADDING": (_float_range(0.0, 1.0), "0.1"),
+    "IMAGE_MAX_DIMENSION": (_int_range(64, 20000), "1920"),
+    "IMAGE_QUALITY": (_int_range(1, 100), "85"),
+    "IMAGE_COMPRESSION": (_bool, "true"),
+    "IMAGE_MAX_PIXELS": (_int_range(1, 10**9), "89478485"),
+    "THUMBNAIL_SIZE": (_int_range(16, 2000), "200"),
+    "CORS_ORIGINS": (_csv, "http://localhost:5173,http://localhost:3000"),
+    "CORS_METHODS": (_csv, "GET,POST,PUT,DELETE,OPTIONS"),
+    "CORS_ALLOW_HEADERS": (_csv, "Content-Type,Authorization,X-Request-ID"),
+    "LOG_LEVEL": (lambda raw: _choice("debug", "info", "warning", "error", "critical")(raw).upper(),
+                  "INFO"),
+}
+
+
+class Config:
+    """Defaults shared by every environment."""
+
+    ENV_NAME = "base"
+    TESTING = False
+    JSON_SORT_KEYS = False
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+    DEBUG = True
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    DEBUG = False
+    SESSION_COOKIE_SECURE = True
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    MONGODB_URI = "mongomock://"
+    DATABASE_NAME = "face_gallery_test"
+
+
+CONFIG_CLASSES: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "production": ProductionConfig,
+    "testing": TestingConfig,
+}
+
+
+def read_environment(dotenv_path: str | None = ".env") -> dict[str, str]:
+    """The process environment layered over the ``.env`` file (the environment wins)."""
+    values: dict[str, str] = {}
+    if dotenv_path and os.path.exists(dotenv_path):
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def load_config(
+    overrides: Mapping[str, t.Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, t.Any]:
+    """Build the validated settings mapping for ``app.config``.
+
+    ``environ`` defaults to :func:`read_environment`; ``overrides`` (tests, scripts) win over
+    everything and are validated like the environment when given as strings.
+    """
+    environ = read_environment() if environ is None else environ
+    overrides = dict(overrides or {})
+    env_name = str(overrides.get("FLASK_ENV") or environ.get("FLASK_ENV") or "development")
+    env_name = env_name.strip().lower()
+    if env_name not in CONFIG_CLASSES:
+        choices = ", ".join(CONFIG_CLASSES)
+        raise ConfigError(f"FLASK_ENV: expected one of {choices}, got {env_name!r}")
+    config_class = CONFIG_CLASSES[env_name]
+
+    settings: dict[str, t.Any] = {
+        key: getattr(config_class, key) for key in dir(config_class) if key.isupper()
+    }
+    settings["FLASK_ENV"] = env_name
+    for name, (parse, default) in SETTINGS.items():
+        if name in overrides and not isinstance(overrides[name], str):
+            settings[name] = overrides[name]
+            continue
+        class_default = getattr(config_class, name, None)
+        raw = overrides.get(name, environ.get(name))
+        if raw is None:
+            raw = class_default if isinstance(class_default, str) else default
+        try:
+            settings[name] = parse(raw)
+        except ValueError as err:
+            raise ConfigError(f"{name}: {err} (got {raw!r})") from None
+    for name, value in overrides.items():
+        if name not in SETTINGS:
+            settings[name] = value
+    if "DEBUG" not in overrides and environ.get("DEBUG") is None:
+        settings["DEBUG"] = bool(getattr(config_class, "DEBUG", False))
+
+    if env_name == "production" and settings["SECRET_KEY"] == DEFAULT_SECRET_KEY:
+        raise ConfigError("SECRET_KEY: production refuses the default key; set a random one")
+    if not settings["SECRET_KEY"]:
+        raise ConfigError("SECRET_KEY: must not be empty")
+    return settings

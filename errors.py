@@ -1,0 +1,90 @@
+"""The errors the gallery raises, one tree, no Flask inside.
+
+Services raise these; ``app.py`` turns every one of them into the documented error envelope
+with ``code`` as the HTTP status and the class name as ``error_type``::
+
+    GalleryError                     500  base: .message, .details
+    ├── ValidationError              400  a malformed request or value
+    │   ├── FileValidationError      400  an upload that is not a usable image
+    │   └── FileSizeError            413  an upload over MAX_CONTENT_LENGTH
+    ├── DocumentNotFoundError        404  an id that names nothing
+    ├── ConflictError                409  the request clashes with the current state
+    ├── FaceDetectionError           422  a photo with no face where one is needed
+    ├── FaceRecognitionError         500  dlib failed on a valid image
+    ├── ClusteringError              500  re-clustering failed
+    └── DatabaseConnectionError      503  the database cannot be reached
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+__all__ = [
+    "ClusteringError",
+    "ConfigError",
+    "ConflictError",
+    "DatabaseConnectionError",
+    "DocumentNotFoundError",
+    "FaceDetectionError",
+    "FaceRecognitionError",
+    "FileSizeError",
+    "FileValidationError",
+    "GalleryError",
+    "ValidationError",
+]
+
+
+class GalleryError(Exception):
+    """Base of every error a client may see; ``code`` is the HTTP status."""
+
+    code = 500
+
+    def __init__(self, message: str, *, details: t.Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ValidationError(GalleryError):
+    code = 400
+
+
+class FileValidationError(ValidationError):
+    code = 400
+
+
+class FileSizeError(ValidationError):
+    code = 413
+
+
+class DocumentNotFoundError(GalleryError):
+    code = 404
+
+    @classmethod
+    def for_id(cls, kind: str, document_id: str) -> DocumentNotFoundError:
+        """The standard message: ``Person not found with ID: ...``."""
+        return cls(f"{kind} not found with ID: {document_id}", details={"id": document_id})
+
+
+class ConflictError(GalleryError):
+    code = 409
+
+
+class FaceDetectionError(GalleryError):
+    code = 422
+
+
+class FaceRecognitionError(GalleryError):
+    code = 500
+
+
+class ClusteringError(GalleryError):
+    code = 500
+
+
+class DatabaseConnectionError(GalleryError):
+    code = 503
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; raised at start-up, never answered to a client."""

@@ -1,0 +1,25 @@
+"""Gunicorn settings for ``gunicorn -c gunicorn.conf.py app:app``.
+
+Face detection is CPU-bound and dlib uses one core per call, so more workers than cores only
+adds memory (each worker holds the dlib models, ~100 MB, and its own embedding index). The
+default is one worker per core; WEB_CONCURRENCY overrides it.
+"""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# A few threads let a worker answer health checks and metadata reads during a long upload.
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
+graceful_timeout = 30
+keepalive = 5
+max_requests = 1000
+max_requests_jitter = 100
+# No preload: pymongo clients and SQLite connections must be opened after the fork.
+preload_app = False
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -1,0 +1,7 @@
+"""Cluster: placeholder until the faces issue lands."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("cluster", __name__)

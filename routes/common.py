@@ -1,0 +1,134 @@
+"""What every blueprint shares: the envelopes, input parsing, and the per-app handles."""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import UTC
+from datetime import datetime
+
+from flask import current_app
+from flask import g
+from flask import jsonify
+from flask import request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from errors import ValidationError
+from services.context import Gallery
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ok(data: t.Any, message: str = "Operation completed successfully", status: int = 200
+       ) -> tuple[t.Any, int]:
+    """The success envelope: ``{success, data, message, timestamp}``."""
+    return jsonify({"success": True, "data": jsonable(data), "message": message,
+                    "timestamp": timestamp()}), status
+
+
+def error_response(message: str, error_type: str, code: int, details: t.Any = None
+                   ) -> tuple[t.Any, int]:
+    """The error envelope: ``{success: false, error, error_type, code, details?, ...}``."""
+    body: dict[str, t.Any] = {"success": False, "error": message, "error_type": error_type,
+                              "code": code}
+    if details is not None:
+        body["details"] = jsonable(details)
+    body["timestamp"] = timestamp()
+    body["request_id"] = g.get("request_id", "")
+    return jsonify(body), code
+
+
+def jsonable(value: t.Any) -> t.Any:
+    """Dates as ISO-8601 UTC strings, everything else as it is."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    return value
+
+
+def gallery() -> Gallery:
+    return current_app.extensions["face_gallery"]
+
+
+def json_body() -> dict[str, t.Any]:
+    """The request's JSON object: 415 when the body is not JSON, 400 when not an object."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ValidationError("Request body must be a JSON object",
+                              details={"content_type": request.content_type})
+    return data
+
+
+def optional_json_body() -> dict[str, t.Any]:
+    """Like :func:`json_body`, but an empty body is an empty object."""
+    if not request.get_data(cache=True):
+        return {}
+    return json_body()
+
+
+def require_str(body: dict[str, t.Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str):
+        raise ValidationError(f"'{field}' is required and must be a string",
+                              details={"field": field})
+    return value
+
+
+def optional_str(body: dict[str, t.Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(f"'{field}' must be a string", details={"field": field})
+    return value
+
+
+def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"'{name}' must be an integer", details={"field": name}) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValidationError(f"'{name}' must be {bounds}", details={"field": name})
+    return value
+
+
+def parse_float(raw: t.Any, name: str, default: float, *, low: float, high: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValidationError(f"'{name}' must be a number", details={"field": name}) from None
+    if not low <= value <= high:
+        raise ValidationError(f"'{name}' must be between {low} and {high}",
+                              details={"field": name})
+    return value
+
+
+def parse_bool(raw: t.Any, name: str, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in {"true", "1", "yes"}:
+        return True
+    if value in {"false", "0", "no"}:
+        return False
+    raise ValidationError(f"'{name}' must be true or false", details={"field": name})
+
+
+def pagination(default_limit: int = 50, max_limit: int = 500) -> tuple[int, int]:
+    return (query_int("limit", default_limit, minimum=1, maximum=max_limit),
+            query_int("offset", 0, minimum=0, maximum=10**9))

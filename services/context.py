@@ -1,0 +1,96 @@
+"""Per-process handles: the store, the face engine, the embedding index.
+
+A :class:`Gallery` is built by the app factory (or by a script) from the validated settings.
+Each handle opens on first use, and again after a fork, because pymongo clients and SQLite
+connections must not cross into a gunicorn worker, and the dlib models are only worth loading
+in processes that detect faces.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import typing as t
+from collections.abc import Mapping
+
+from services.storage import Store
+from services.storage import open_database
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from services.face_index import FaceIndex
+    from services.faces import FaceEngine
+
+
+class Gallery:
+    """Settings plus lazily opened handles, one set per process."""
+
+    def __init__(self, settings: Mapping[str, t.Any], *, store: Store | None = None) -> None:
+        self.settings = dict(settings)
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._store = store
+        self._injected_store = store is not None
+        self._engine: FaceEngine | None = None
+        self._index: FaceIndex | None = None
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._index = None
+            if not self._injected_store:
+                self._store = None
+
+    @property
+    def backend_name(self) -> str:
+        """``mongodb``, ``mongomock`` or ``embedded``, without opening anything."""
+        if self._store is not None:
+            return self._store.backend
+        uri = self.settings["MONGODB_URI"]
+        return "mongomock" if uri.startswith("mongomock://") else "mongodb" if uri else "embedded"
+
+    @property
+    def store(self) -> Store:
+        """The database, opened (and its indexes created) on first use in this process."""
+        with self._lock:
+            self._check_fork()
+            if self._store is None:
+                s = self.settings
+                database, backend = open_database(s["MONGODB_URI"], s["DATABASE_NAME"],
+                                                  s["DATA_DIR"])
+                self._store = Store(database, backend)
+            store = self._store
+        store.ensure_indexes()
+        return store
+
+    def close(self) -> None:
+        """Close this process's database client (scripts and tests; workers just exit)."""
+        with self._lock:
+            if self._store is not None and not self._injected_store:
+                self._store.close()
+                self._store = None
+
+    @property
+    def engine(self) -> FaceEngine:
+        """The face engine; dlib loads its models on the first detection, not here."""
+        with self._lock:
+            if self._engine is None:
+                from services.faces import FaceEngine
+
+                s = self.settings
+                self._engine = FaceEngine(model=s["FACE_DETECTION_MODEL"],
+                                          upsample=s["FACE_DETECTION_UPSAMPLE"],
+                                          num_jitters=s["FACE_NUM_JITTERS"])
+            return self._engine
+
+    @property
+    def index(self) -> FaceIndex:
+        """This process's embedding index, brought up to date with the database."""
+        with self._lock:
+            self._check_fork()
+            if self._index is None:
+                from services.face_index import FaceIndex
+
+                self._index = FaceIndex()
+            index = self._index
+        index.sync(self.store)
+        return index

@@ -1,0 +1,527 @@
+"""The database handle and every query the gallery makes.
+
+This is the only module that imports pymongo, bson, tinymongo or mongomock. It runs the same
+code on three backends (``docs/`` and README explain the choice, ``shared/design/embedded-store.md``
+the measurements):
+
+* ``MONGODB_URI=mongodb://...``  real MongoDB through pymongo;
+* ``MONGODB_URI=mongomock://``   mongomock, in memory, for fast tests;
+* ``MONGODB_URI`` empty          tinymongo 1.3.1 with its SQLite backend under ``DATA_DIR``.
+
+Rules that keep the three identical and the embedded store fast (numbers from the design doc):
+ids are 24-hex strings; single inserts go through ``insert_many([doc])``; updates and deletes
+filter on ``_id`` or an indexed string field by equality; indexes are ascending; no ``None`` in
+filters (unassigned references are ``""``); no big ``skip`` on large collections (images page by
+their ``seq`` instead); counters are denormalised and changed with ``$inc``; blobs live in
+sibling collections with the same ``_id``; embeddings are float32 bytes; datetimes are naive UTC
+truncated to milliseconds. There are no transactions, so the services write in an order that a
+crash can only leave half-done in ways :meth:`Store.repair` finishes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+import typing as t
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from datetime import UTC
+from datetime import datetime
+
+import numpy as np
+import pymongo
+import pymongo.errors
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from errors import DatabaseConnectionError
+from errors import DocumentNotFoundError
+from errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, t.Any]
+
+_ID_PATTERN = re.compile(r"^[0-9a-f]{24}$")
+#: Every collection the gallery owns; reset wipes exactly these.
+COLLECTIONS = (
+    "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
+    "persons", "albums", "sections", "counters", "locks",
+)
+#: Fields never sent back by list queries: they are large or internal.
+_FACE_LIGHT = {"embedding": 0}
+
+
+class DuplicateKeyError(Exception):
+    """An insert hit an existing ``_id``."""
+
+
+def new_id() -> str:
+    """A fresh id in the 24-hex form the API uses."""
+    return str(ObjectId())
+
+
+def now() -> datetime:
+    """Naive UTC truncated to milliseconds: what every backend stores and returns alike."""
+    moment = datetime.now(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def check_id(value: t.Any, kind: str = "id") -> str:
+    """Return ``value`` if it is a 24-hex id, else raise ``ValidationError``."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value.lower()):
+        raise ValidationError(f"Invalid ObjectId format for {kind}: {value!r}",
+                              details={"field": kind})
+    return value.lower()
+
+
+def embedding_to_bytes(vector: np.ndarray) -> bytes:
+    """A 128-d encoding as 512 little-endian float32 bytes."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def embedding_from_bytes(raw: t.Any) -> np.ndarray:
+    # bytes() because mongomock hands back bson.Binary where the others give bytes.
+    return np.frombuffer(bytes(raw), dtype="<f4")
+
+
+def _guard(method: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Turn a lost connection into the 503 the API documents."""
+
+    @functools.wraps(method)
+    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return method(*args, **kwargs)
+        except pymongo.errors.ConnectionFailure as err:
+            log.error("database unreachable: %s", err)
+            raise DatabaseConnectionError("Database connection failed",
+                                          details=type(err).__name__) from err
+
+    return wrapper
+
+
+def _guard_public_methods(cls: type) -> type:
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, _guard(value))
+    return cls
+
+
+def open_database(uri: str, database_name: str, data_dir: str) -> tuple[t.Any, str]:
+    """Open the backend ``uri`` names; returns (database, backend name)."""
+    if uri.startswith("mongomock://"):
+        import mongomock
+
+        return mongomock.MongoClient()[database_name], "mongomock"
+    if uri:
+        pool = {"maxPoolSize": 20, "minPoolSize": 5, "maxIdleTimeMS": 30000,
+                "serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
+        # Options written in the URI win over these defaults.
+        options = {k: v for k, v in pool.items() if k.lower() not in uri.lower()}
+        client = pymongo.MongoClient(uri, connect=False, **options)
+        return client[database_name], "mongodb"
+    import tinymongo
+
+    os.makedirs(data_dir, exist_ok=True)
+    client = tinymongo.MongoClient(tinymongo_folder=data_dir, backend="sqlite")
+    return client[database_name], "embedded"
+
+
+@_guard_public_methods
+class Store:
+    """Typed queries over one database; services receive it as an argument."""
+
+    def __init__(self, database: t.Any, backend: str) -> None:
+        self.db = database
+        self.backend = backend
+        self._indexes_ready = False
+        self._index_lock = threading.Lock()
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes once per process; idempotent on every backend."""
+        with self._index_lock:
+            if self._indexes_ready:
+                return
+            db = self.db
+            if self.backend == "mongodb":
+                # The seed's indexes as written; MongoDB holds descending and text keys.
+                db.images.create_index([("album_id", 1), ("created_at", -1)])
+                db.images.create_index([("section_id", 1), ("created_at", -1)])
+                db.faces.create_index([("person_id", 1), ("created_at", -1)])
+                db.persons.create_index([("name", "text")])
+            else:
+                # Nearest equivalents the embedded store holds: ascending keys, and a
+                # lower-cased name copy searched by prefix instead of a text index.
+                db.images.create_index([("album_id", 1), ("created_at", 1)])
+                db.images.create_index([("section_id", 1), ("created_at", 1)])
+                db.faces.create_index([("person_id", 1), ("created_at", 1)])
+            for field in ("album_id", "section_id", "seq", "status", "photo_date", "face_count"):
+                db.images.create_index(field)
+            for field in ("person_id", "image_id", "seq", "is_manual_assignment"):
+                db.faces.create_index(field)
+            db.face_changes.create_index("seq")
+            db.image_gaps.create_index("seq")
+            db.persons.create_index("name_lc")
+            db.sections.create_index("album_id")
+            self._indexes_ready = True
+
+    def close(self) -> None:
+        client = getattr(self.db, "client", None)
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            self.db.command("ping")
+            return True
+        except Exception:  # noqa: BLE001 - health reports any failure as "unreachable"
+            return False
+
+    # -- generic helpers ----------------------------------------------------------------
+
+    def _insert(self, collection: str, docs: Doc | list[Doc]) -> None:
+        docs = [docs] if isinstance(docs, dict) else docs
+        if not docs:
+            return
+        try:
+            # insert_many([doc]), not insert_one: tinymongo's insert_one decodes the collection.
+            self.db[collection].insert_many(docs, ordered=True)
+        except pymongo.errors.BulkWriteError as err:
+            codes = {e.get("code") for e in err.details.get("writeErrors", [])}
+            if 11000 in codes:
+                raise DuplicateKeyError(str(err)) from err
+            raise
+        except pymongo.errors.DuplicateKeyError as err:
+            raise DuplicateKeyError(str(err)) from err
+
+    def _get(self, collection: str, doc_id: str, kind: str,
+             projection: Mapping[str, int] | None = None) -> Doc:
+        doc = self.db[collection].find_one({"_id": check_id(doc_id, f"{kind.lower()}_id")},
+                                          projection)
+        if doc is None:
+            raise DocumentNotFoundError.for_id(kind, doc_id)
+        return doc
+
+    def next_seq(self, name: str, count: int = 1) -> int:
+        """Reserve ``count`` numbers of counter ``name``; returns the last one."""
+        doc = self.db.counters.find_one_and_update(
+            {"_id": name}, {"$inc": {"v": count}}, upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(doc["v"])
+
+    def counter(self, name: str) -> int:
+        doc = self.db.counters.find_one({"_id": name})
+        return int(doc["v"]) if doc else 0
+
+    # -- albums and sections ------------------------------------------------------------
+
+    def insert_album(self, doc: Doc) -> None:
+        self._insert("albums", doc)
+
+    def get_album(self, album_id: str) -> Doc:
+        return self._get("albums", album_id, "Album")
+
+    def list_albums(self) -> list[Doc]:
+        return list(self.db.albums.find({}).sort([("created_at", -1), ("_id", -1)]))
+
+    def update_album(self, album_id: str, fields: Doc) -> Doc:
+        return self._update_returning("albums", album_id, "Album", fields)
+
+    def delete_album(self, album_id: str) -> int:
+        """Detach images and sections, then delete; returns how many images were unassigned."""
+        unassigned = self.db.images.update_many(
+            {"album_id": album_id}, {"$set": {"album_id": "", "updated_at": now()}}
+        ).modified_count
+        self.db.sections.update_many({"album_id": album_id}, {"$set": {"album_id": ""}})
+        self.db.albums.delete_one({"_id": album_id})
+        return unassigned
+
+    def insert_section(self, doc: Doc) -> None:
+        self._insert("sections", doc)
+
+    def get_section(self, section_id: str) -> Doc:
+        return self._get("sections", section_id, "Section")
+
+    def list_sections(self, album_id: str | None = None) -> list[Doc]:
+        query = {} if album_id is None else {"album_id": album_id}
+        return list(self.db.sections.find(query).sort([("created_at", -1), ("_id", -1)]))
+
+    def update_section(self, section_id: str, fields: Doc) -> Doc:
+        return self._update_returning("sections", section_id, "Section", fields)
+
+    def delete_section(self, section_id: str) -> int:
+        unassigned = self.db.images.update_many(
+            {"section_id": section_id}, {"$set": {"section_id": "", "updated_at": now()}}
+        ).modified_count
+        self.db.sections.delete_one({"_id": section_id})
+        return unassigned
+
+    def _update_returning(self, collection: str, doc_id: str, kind: str, fields: Doc) -> Doc:
+        check_id(doc_id, f"{kind.lower()}_id")
+        doc = self.db[collection].find_one_and_update(
+            {"_id": doc_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            raise DocumentNotFoundError.for_id(kind, doc_id)
+        return doc
+
+    def count_images_in(self, field: str, value: str) -> int:
+        return self.db.images.count_documents({field: value})
+
+    # -- images -------------------------------------------------------------------------
+
+    def claim_hash(self, sha256: str, image_id: str) -> str | None:
+        """Record ``sha256`` for ``image_id``; returns the image already holding it, if any."""
+        try:
+            self._insert("image_hashes", {"_id": sha256, "image_id": image_id})
+            return None
+        except DuplicateKeyError:
+            doc = self.db.image_hashes.find_one({"_id": sha256})
+            return doc["image_id"] if doc else None
+
+    def release_hash(self, sha256: str, image_id: str) -> None:
+        self.db.image_hashes.delete_one({"_id": sha256, "image_id": image_id})
+
+    def insert_image(self, doc: Doc, blob: Doc) -> None:
+        """Blob first, then metadata: a crash leaves at worst an orphan blob for repair."""
+        self._insert("image_blobs", blob)
+        self._insert("images", doc)
+
+    def set_image_fields(self, image_id: str, fields: Doc) -> None:
+        self.db.images.update_one({"_id": image_id}, {"$set": fields})
+
+    def get_image(self, image_id: str, *, ready_only: bool = True) -> Doc:
+        doc = self._get("images", image_id, "Image")
+        if ready_only and doc.get("status") != "ready":
+            raise DocumentNotFoundError.for_id("Image", image_id)
+        return doc
+
+    def find_image(self, image_id: str) -> Doc | None:
+        return self.db.images.find_one({"_id": image_id})
+
+    def get_image_blob(self, image_id: str) -> Doc:
+        return self._get("image_blobs", image_id, "Image")
+
+    def images_page(self, query: Doc, limit: int, offset: int) -> tuple[list[Doc], int]:
+        """Ready images matching ``query`` (indexed equality), newest first."""
+        query = {**query, "status": "ready"}
+        total = self.db.images.count_documents(query)
+        cursor = (self.db.images.find(query).sort([("seq", -1)]).skip(offset).limit(limit))
+        return list(cursor), total
+
+    def images_newest(self, limit: int, offset: int) -> tuple[list[Doc], int]:
+        """All ready images newest first, paged by ``seq`` windows instead of ``skip``.
+
+        ``seq`` numbers images in upload order. Only deleted or failed uploads leave holes,
+        and each hole is recorded in ``image_gaps`` (a small collection), so the seq at which
+        offset ``k`` starts can be computed without reading the images above it.
+        """
+        images = self.db.images
+        top = self.counter("images")
+        total = self.count_ready_images()
+        if offset >= total or limit <= 0:
+            return [], total
+        # Find s such that the number of live seqs in (s, top] equals offset.
+        start = top - offset
+        for _ in range(64):
+            gaps = self.db.image_gaps.count_documents({"seq": {"$gt": start, "$lte": top}})
+            candidate = top - offset - gaps
+            if candidate == start:
+                break
+            start = candidate
+        page: list[Doc] = []
+        width = limit * 2 + 16
+        high = start
+        while len(page) < limit and high > 0:
+            low = max(0, high - width)
+            window = images.find({"seq": {"$gt": low, "$lte": high}}).sort([("seq", -1)])
+            page.extend(doc for doc in window if doc.get("status") == "ready")
+            high = low
+            width *= 2
+        return page[:limit], total
+
+    def record_image_gap(self, image_id: str, seq: int) -> None:
+        try:
+            self._insert("image_gaps", {"_id": image_id, "seq": seq})
+        except DuplicateKeyError:
+            pass
+
+    def delete_image_docs(self, image: Doc) -> None:
+        """Remove an image's blob, hash, and metadata (its faces must be gone already)."""
+        self.record_image_gap(image["_id"], int(image.get("seq", 0)))
+        self.db.image_blobs.delete_one({"_id": image["_id"]})
+        if image.get("sha256"):
+            self.release_hash(image["sha256"], image["_id"])
+        self.db.images.delete_one({"_id": image["_id"]})
+
+    def iter_images(self, query: Doc, projection: Mapping[str, int] | None = None
+                    ) -> Iterator[Doc]:
+        return iter(self.db.images.find(query, projection))
+
+    # -- faces --------------------------------------------------------------------------
+
+    def insert_faces(self, faces: list[Doc], crops: list[Doc]) -> None:
+        """Crops first, then faces: a face never points at a missing crop."""
+        self._insert("face_crops", crops)
+        self._insert("faces", faces)
+
+    def get_face(self, face_id: str, *, with_embedding: bool = False) -> Doc:
+        return self._get("faces", face_id, "Face", None if with_embedding else _FACE_LIGHT)
+
+    def get_face_crop(self, face_id: str) -> Doc:
+        return self._get("face_crops", face_id, "Face")
+
+    def faces_of_image(self, image_id: str, *, with_embedding: bool = False) -> list[Doc]:
+        cursor = self.db.faces.find({"image_id": image_id},
+                                    None if with_embedding else _FACE_LIGHT)
+        return sorted(cursor, key=lambda f: (f["face_location"]["left"], f["_id"]))
+
+    def faces_of_person(self, person_id: str, *, with_embedding: bool = False,
+                        projection: Mapping[str, int] | None = None) -> list[Doc]:
+        if projection is None:
+            projection = None if with_embedding else _FACE_LIGHT
+        cursor = self.db.faces.find({"person_id": person_id}, projection)
+        return sorted(cursor, key=lambda f: (f.get("image_seq", 0), f["_id"]), reverse=True)
+
+    def count_faces_of_person(self, person_id: str) -> int:
+        return self.db.faces.count_documents({"person_id": person_id})
+
+    def set_face_person(self, face_id: str, person_id: str, *, manual: bool) -> None:
+        """Point a face at a person: the source of truth for membership."""
+        fields: Doc = {"person_id": person_id, "updated_at": now()}
+        if manual:
+            fields.update(is_manual_assignment=True, assigned_by="manual")
+        self.db.faces.update_one({"_id": face_id}, {"$set": fields})
+
+    def delete_faces(self, face_ids: Iterable[str]) -> None:
+        for face_id in face_ids:
+            self.db.faces.delete_one({"_id": face_id})
+            self.db.face_crops.delete_one({"_id": face_id})
+
+    def iter_faces(self, query: Doc, projection: Mapping[str, int]) -> Iterator[Doc]:
+        return iter(self.db.faces.find(query, projection))
+
+    def faces_in_seq_range(self, low: int, high: int, projection: Mapping[str, int]
+                           ) -> list[Doc]:
+        return list(self.db.faces.find({"seq": {"$gt": low, "$lte": high}}, projection))
+
+    # -- change log (keeps every worker's embedding index current) ----------------------
+
+    def log_face_changes(self, changes: list[tuple[str, str]]) -> None:
+        """Append (face_id, person_id or "" for deleted) entries to the change log."""
+        if not changes:
+            return
+        last = self.next_seq("face_changes", len(changes))
+        first = last - len(changes) + 1
+        self._insert("face_changes", [
+            {"_id": new_id(), "seq": first + i, "face_id": face_id, "person_id": person_id}
+            for i, (face_id, person_id) in enumerate(changes)
+        ])
+
+    def face_changes_since(self, after: int, until: int) -> list[Doc]:
+        docs = self.db.face_changes.find({"seq": {"$gt": after, "$lte": until}})
+        return sorted(docs, key=lambda d: d["seq"])
+
+    # -- persons ------------------------------------------------------------------------
+
+    def insert_persons(self, docs: list[Doc]) -> None:
+        self._insert("persons", docs)
+
+    def get_person(self, person_id: str) -> Doc:
+        return self._get("persons", person_id, "Person")
+
+    def find_person(self, person_id: str) -> Doc | None:
+        return self.db.persons.find_one({"_id": person_id})
+
+    def set_person_fields(self, person_id: str, fields: Doc) -> Doc:
+        """Set fields; returns the document as it was before."""
+        check_id(person_id, "person_id")
+        doc = self.db.persons.find_one_and_update(
+            {"_id": person_id}, {"$set": fields}, return_document=ReturnDocument.BEFORE
+        )
+        if doc is None:
+            raise DocumentNotFoundError.for_id("Person", person_id)
+        return doc
+
+    def adjust_person_counts(self, person_id: str, faces: int, images: int,
+                             manual: int = 0) -> None:
+        self.db.persons.update_one({"_id": person_id}, {"$inc": {
+            "face_count": faces, "image_count": images, "manual_face_count": manual,
+        }, "$set": {"updated_at": now()}})
+
+    def delete_person(self, person_id: str) -> None:
+        self.db.persons.delete_one({"_id": person_id})
+
+    def persons_page(self, *, name_prefix: str, sort: str, descending: bool, limit: int,
+                     offset: int) -> tuple[list[Doc], int]:
+        persons = self.db.persons
+        query: Doc = {}
+        if name_prefix:
+            query = {"name_lc": {"$regex": "^" + re.escape(name_prefix.lower())}}
+        total = persons.count_documents(query)
+        direction = -1 if descending else 1
+        field = {"name": "name_lc"}.get(sort, sort)
+        cursor = persons.find(query).sort([(field, direction), ("_id", direction)])
+        return list(cursor.skip(offset).limit(limit)), total
+
+    def iter_persons(self, projection: Mapping[str, int] | None = None) -> Iterator[Doc]:
+        return iter(self.db.persons.find({}, projection))
+
+    # -- locks --------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take a named lock; a lock older than its ttl (a crashed holder) is taken over."""
+        moment = now()
+        try:
+            self._insert("locks", {"_id": name, "holder": holder, "taken_at": moment,
+                                   "ttl": ttl_seconds})
+            return True
+        except DuplicateKeyError:
+            doc = self.db.locks.find_one({"_id": name})
+            if doc and (moment - doc["taken_at"]).total_seconds() > doc.get("ttl", 0):
+                self.db.locks.delete_one({"_id": name, "holder": doc["holder"]})
+                return self.acquire_lock(name, holder, ttl_seconds)
+            return False
+
+    def release_lock(self, name: str, holder: str) -> None:
+        self.db.locks.delete_one({"_id": name, "holder": holder})
+
+    # -- statistics and reset -----------------------------------------------------------
+
+    def count(self, collection: str, query: Doc | None = None) -> int:
+        return self.db[collection].count_documents(query or {})
+
+    def count_ready_images(self) -> int:
+        # Equality on status would decode every image on the embedded store; the few images
+        # not ready (uploads in flight, deletes half done) are cheap to count and subtract.
+        not_ready = sum(self.db.images.count_documents({"status": s})
+                        for s in ("pending", "deleting"))
+        return max(0, self.db.images.count_documents({}) - not_ready)
+
+    def count_images_without_faces(self) -> int:
+        return self.db.images.count_documents({"face_count": 0, "status": "ready"})
+
+    def epoch(self) -> str:
+        """A token that changes when the gallery is reset (embedding indexes reload)."""
+        doc = self.db.counters.find_one({"_id": "epoch"})
+        return str(doc["token"]) if doc else ""
+
+    def new_epoch(self) -> str:
+        token = new_id()
+        self.db.counters.update_one({"_id": "epoch"}, {"$set": {"token": token}}, upsert=True)
+        return token
+
+    def reset(self) -> dict[str, int]:
+        """Delete every document of every gallery collection; returns counts removed."""
+        removed = {}
+        for name in COLLECTIONS:
+            removed[name] = self.db[name].delete_many({}).deleted_count
+        return removed

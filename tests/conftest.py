@@ -1,0 +1,77 @@
+"""Fixtures: one API suite over every storage backend, and an invariant check after each test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402 - the repo root must be importable first
+from services.storage import Store  # noqa: E402
+from services.storage import open_database  # noqa: E402
+from tests.invariants import check_invariants  # noqa: E402
+
+TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "")
+DEV_SET = ROOT.parent / "shared" / "faces" / "dev"
+
+BACKENDS = [
+    "mongomock",
+    "embedded",
+    pytest.param("mongodb", marks=[
+        pytest.mark.mongodb,
+        pytest.mark.skipif(not TEST_MONGODB_URI,
+                           reason="TEST_MONGODB_URI is not set: no MongoDB server to test on"),
+    ]),
+]
+
+BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING"}
+
+
+def make_store(backend: str, tmp_path: Path) -> Store:
+    """A fresh, empty store of the named backend."""
+    if backend == "mongomock":
+        database, name = open_database("mongomock://", "face_gallery_test", "")
+    elif backend == "embedded":
+        database, name = open_database("", "face_gallery_test", str(tmp_path / "data"))
+    else:
+        database, name = open_database(TEST_MONGODB_URI, f"face_gallery_test_{os.getpid()}", "")
+    store = Store(database, name)
+    store.reset()
+    store.ensure_indexes()
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """Every test using it runs once per backend."""
+    store = make_store(request.param, tmp_path)
+    yield store
+    if request.param == "mongodb":
+        store.db.client.drop_database(store.db.name)
+
+
+@pytest.fixture
+def app(store: Store):
+    return create_app(dict(BASE_CONFIG), store=store, environ={})
+
+
+@pytest.fixture
+def client(app, store: Store):
+    """A test client; after the test the faces/persons/images invariants must hold."""
+    with app.test_client() as test_client:
+        yield test_client
+    check_invariants(store)
+
+
+@pytest.fixture(scope="session")
+def dev_set() -> Path:
+    """The labelled photos in ../shared/faces/dev, or a skip saying why they are absent."""
+    if not (DEV_SET / "MANIFEST.tsv").exists():
+        pytest.skip(f"labelled dev photos not found at {DEV_SET}")
+    return DEV_SET

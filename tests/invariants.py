@@ -1,0 +1,49 @@
+"""The gallery's invariants, checked against the raw collections."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from services.storage import Store
+
+
+def check_invariants(store: Store) -> None:
+    """Raise AssertionError naming the first broken invariant.
+
+    Every face's person and image exist; a person's stored counts equal the faces and distinct
+    images that point at it; an image's face_count equals its faces; no person is empty; two
+    faces of one image never share a person.
+    """
+    db = store.db
+    persons = {p["_id"]: p for p in db.persons.find({})}
+    images = {i["_id"]: i for i in db.images.find({}, {"face_count": 1, "status": 1})}
+    faces = list(db.faces.find({}, {"person_id": 1, "image_id": 1, "is_manual_assignment": 1}))
+    faces_by_person: dict[str, list[dict]] = defaultdict(list)
+    faces_by_image: dict[str, list[dict]] = defaultdict(list)
+    for face in faces:
+        assert face["person_id"] in persons, f"face {face['_id']} points at a missing person"
+        assert face["image_id"] in images, f"face {face['_id']} points at a missing image"
+        faces_by_person[face["person_id"]].append(face)
+        faces_by_image[face["image_id"]].append(face)
+    for person_id, person in persons.items():
+        own = faces_by_person.get(person_id, [])
+        assert own, f"person {person_id} has no faces"
+        assert person.get("face_count") == len(own), (
+            f"person {person_id} face_count {person.get('face_count')} != {len(own)}")
+        image_ids = {f["image_id"] for f in own}
+        assert person.get("image_count") == len(image_ids), (
+            f"person {person_id} image_count {person.get('image_count')} != {len(image_ids)}")
+        manual = sum(1 for f in own if f.get("is_manual_assignment"))
+        assert person.get("manual_face_count", 0) == manual, (
+            f"person {person_id} manual_face_count {person.get('manual_face_count')} != {manual}")
+    for image_id, image in images.items():
+        assert image.get("status") == "ready", f"image {image_id} left in {image.get('status')}"
+        own = faces_by_image.get(image_id, [])
+        assert image.get("face_count") == len(own), (
+            f"image {image_id} face_count {image.get('face_count')} != {len(own)}")
+        person_ids = [f["person_id"] for f in own]
+        assert len(person_ids) == len(set(person_ids)), f"image {image_id}: two faces, one person"
+    blob_ids = {b["_id"] for b in db.image_blobs.find({}, {"_id": 1})}
+    assert blob_ids == set(images), "image blobs and images differ"
+    crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}
+    assert crop_ids == {f["_id"] for f in faces}, "face crops and faces differ"

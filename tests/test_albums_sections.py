@@ -1,0 +1,141 @@
+"""Albums and sections CRUD on every backend, with their error cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BASE_CONFIG
+from tests.conftest import make_store
+
+MISSING = "5f0c0c0c0c0c0c0c0c0c0c0c"
+
+
+def create(client, path, **body):
+    response = client.post(path, json=body)
+    assert response.status_code == 201, response.json
+    return response.json["data"]
+
+
+def assert_error(response, code, error_type):
+    assert response.status_code == code, response.json
+    body = response.json
+    assert body["success"] is False
+    assert body["error_type"] == error_type
+    assert body["code"] == code
+    assert body["error"]
+    assert body["request_id"] and body["timestamp"]
+
+
+def test_album_crud(client):
+    album = create(client, "/albums/", name="  Summer 2024 ", description="Beach trip")
+    assert album["name"] == "Summer 2024"
+    assert album["album_id"] == album["_id"]
+    assert album["image_count"] == 0
+
+    listed = client.get("/albums/").json["data"]
+    assert [a["_id"] for a in listed["albums"]] == [album["_id"]]
+    assert listed["total"] == 1
+
+    updated = client.put(f"/albums/{album['_id']}", json={"name": "Summer"}).json["data"]
+    assert updated["name"] == "Summer" and updated["description"] == "Beach trip"
+    assert client.get(f"/albums/{album['_id']}").json["data"]["name"] == "Summer"
+
+    deleted = client.delete(f"/albums/{album['_id']}").json["data"]
+    assert deleted == {"deleted_album_id": album["_id"], "images_unassigned": 0,
+                       "sections_detached": 0}
+    assert_error(client.get(f"/albums/{album['_id']}"), 404, "DocumentNotFoundError")
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"name": ""}, {"name": "   "}, {"name": 5}, {"name": "x" * 201},
+    {"name": "ok", "description": "d" * 2001}, {"name": "ok", "description": 3},
+])
+def test_album_rejects_bad_fields(client, body):
+    assert_error(client.post("/albums/", json=body), 400, "ValidationError")
+    assert client.get("/albums/").json["data"]["total"] == 0
+
+
+def test_album_name_limits_are_inclusive(client):
+    assert create(client, "/albums/", name="x" * 200, description="d" * 2000)["name"] == "x" * 200
+
+
+def test_album_bodies_must_be_json_objects(client):
+    assert_error(client.post("/albums/", data="name=x",
+                             content_type="application/x-www-form-urlencoded"),
+                 415, "UnsupportedMediaTypeError")
+    assert_error(client.post("/albums/", data="[1, 2]", content_type="application/json"),
+                 400, "ValidationError")
+    assert_error(client.post("/albums/", data="{not json", content_type="application/json"),
+                 400, "ValidationError")
+
+
+def test_album_update_errors(client):
+    album = create(client, "/albums/", name="A")
+    assert_error(client.put(f"/albums/{album['_id']}", json={}), 400, "ValidationError")
+    assert_error(client.put(f"/albums/{album['_id']}", json={"colour": "red"}), 400,
+                 "ValidationError")
+    assert_error(client.put(f"/albums/{MISSING}", json={"name": "B"}), 404,
+                 "DocumentNotFoundError")
+    assert_error(client.put("/albums/not-an-id", json={"name": "B"}), 400, "ValidationError")
+    assert_error(client.delete(f"/albums/{MISSING}"), 404, "DocumentNotFoundError")
+    assert_error(client.get("/albums/123"), 400, "ValidationError")
+
+
+def test_unknown_id_names_it(client):
+    body = client.get(f"/albums/{MISSING}").json
+    assert MISSING in body["error"]
+
+
+def test_section_crud_inside_album(client):
+    album = create(client, "/albums/", name="Trip")
+    section = create(client, "/sections/", name="Beach", album_id=album["_id"])
+    assert section["album_id"] == album["_id"] and section["image_count"] == 0
+    standalone = create(client, "/sections/", name="Misc")
+    assert standalone["album_id"] is None
+
+    in_album = client.get(f"/sections/?album_id={album['_id']}").json["data"]["sections"]
+    assert [s["_id"] for s in in_album] == [section["_id"]]
+    assert client.get("/sections/").json["data"]["total"] == 2
+    assert [s["_id"] for s in client.get(f"/albums/{album['_id']}").json["data"]["sections"]] \
+        == [section["_id"]]
+
+    moved = client.put(f"/sections/{standalone['_id']}", json={"album_id": album["_id"]})
+    assert moved.json["data"]["album_id"] == album["_id"]
+    detached = client.put(f"/sections/{standalone['_id']}", json={"album_id": None})
+    assert detached.json["data"]["album_id"] is None
+
+    deleted = client.delete(f"/albums/{album['_id']}").json["data"]
+    assert deleted["sections_detached"] == 1
+    assert client.get(f"/sections/{section['_id']}").json["data"]["album_id"] is None
+
+    assert client.delete(f"/sections/{section['_id']}").json["data"] == {
+        "deleted_section_id": section["_id"], "images_unassigned": 0}
+    assert_error(client.get(f"/sections/{section['_id']}"), 404, "DocumentNotFoundError")
+
+
+def test_section_errors(client):
+    assert_error(client.post("/sections/", json={"name": "S", "album_id": MISSING}), 404,
+                 "DocumentNotFoundError")
+    assert_error(client.post("/sections/", json={"name": "S", "album_id": "zz"}), 400,
+                 "ValidationError")
+    assert_error(client.post("/sections/", json={"name": "S", "album_id": 7}), 400,
+                 "ValidationError")
+    assert_error(client.post("/sections/", json={"name": ""}), 400, "ValidationError")
+    assert_error(client.get(f"/sections/?album_id={MISSING}"), 404, "DocumentNotFoundError")
+    section = create(client, "/sections/", name="S")
+    assert_error(client.put(f"/sections/{section['_id']}", json={"album_id": MISSING}), 404,
+                 "DocumentNotFoundError")
+    assert_error(client.delete(f"/sections/{MISSING}"), 404, "DocumentNotFoundError")
+    assert client.get("/sections/").json["data"]["total"] == 1
+
+
+def test_embedded_store_persists_across_restarts(tmp_path):
+    from app import create_app
+
+    config = {**BASE_CONFIG, "MONGODB_URI": "", "DATA_DIR": str(tmp_path / "data")}
+    first = create_app(config, environ={}).test_client()
+    album_id = first.post("/albums/", json={"name": "Kept"}).json["data"]["_id"]
+
+    second = create_app(config, environ={}).test_client()
+    assert second.get(f"/albums/{album_id}").json["data"]["name"] == "Kept"
+    make_store("embedded", tmp_path)  # leaves the folder empty again for tmp cleanup
