@@ -90,9 +90,16 @@ def optional_str(body: dict[str, t.Any], field: str) -> str | None:
 
 
 def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = request.args.get(name)
+    return parse_int(request.args.get(name), name, default, minimum=minimum, maximum=maximum)
+
+
+def parse_int(raw: t.Any, name: str, default: int, *, minimum: int = 0,
+              maximum: int | None = None) -> int:
+    """An integer from a query string or JSON value; 400 naming ``name`` when it is not one."""
     if raw is None or raw == "":
         return default
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValidationError(f"'{name}' must be an integer", details={"field": name})
     try:
         value = int(raw)
     except ValueError:
@@ -106,6 +113,8 @@ def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None 
 def parse_float(raw: t.Any, name: str, default: float, *, low: float, high: float) -> float:
     if raw is None or raw == "":
         return default
+    if isinstance(raw, bool):
+        raise ValidationError(f"'{name}' must be a number", details={"field": name})
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -132,3 +141,50 @@ def parse_bool(raw: t.Any, name: str, default: bool) -> bool:
 def pagination(default_limit: int = 50, max_limit: int = 500) -> tuple[int, int]:
     return (query_int("limit", default_limit, minimum=1, maximum=max_limit),
             query_int("offset", 0, minimum=0, maximum=10**9))
+
+
+def send_bytes(data: bytes, mime_type: str, etag: str, *, max_age: int = 86400) -> t.Any:
+    """Binary response with ETag and caching; answers 304 to a matching If-None-Match."""
+    from flask import Response
+
+    response = Response(data, mimetype=mime_type)
+    response.set_etag(etag)
+    response.cache_control.public = True
+    response.cache_control.max_age = max_age
+    return response.make_conditional(request)
+
+
+def uploaded_files(*fields: str) -> list[t.Any]:
+    """The files of a multipart request under any of ``fields``; 415 when not multipart."""
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise UnsupportedMediaType("Upload files as multipart/form-data")
+    files = [f for field in fields for f in request.files.getlist(field)]
+    if not files:
+        raise ValidationError(f"No file provided: send it in the '{fields[0]}' field",
+                              details={"field": fields[0]})
+    return files
+
+
+def form_id(name: str) -> str | None:
+    """An optional id from the form or query string ("" and "null" mean none)."""
+    value = request.form.get(name, request.args.get(name))
+    if value is None or value.strip() in {"", "null", "none"}:
+        return None
+    return value.strip()
+
+
+def query_date(name: str, *, end_of_day: bool = False) -> datetime | None:
+    """An ISO-8601 date or datetime query parameter as naive UTC; 400 when malformed."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"'{name}' must be an ISO-8601 date such as 2024-06-30",
+                              details={"field": name}) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if end_of_day and len(raw) == 10:
+        value = value.replace(hour=23, minute=59, second=59, microsecond=999000)
+    return value

@@ -1,7 +1,49 @@
-"""Faces: placeholder until the faces issue lands."""
+"""Faces: crops, and moving faces between persons by hand."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
+from routes.common import gallery
+from routes.common import json_body
+from routes.common import ok
+from routes.common import optional_json_body
+from routes.common import send_bytes
+from services import people
+
 bp = Blueprint("faces", __name__)
+
+
+@bp.get("/<face_id>")
+def get_face_image(face_id: str):
+    """The face's JPEG crop."""
+    data, mime_type, etag = people.face_crop(gallery().store, face_id)
+    return send_bytes(data, mime_type, etag, max_age=31536000)
+
+
+@bp.get("/<face_id>/info")
+def get_face(face_id: str):
+    """The face's box, image, person and how it got there."""
+    return ok(people.get_face(gallery().store, face_id), "Face retrieved successfully")
+
+
+@bp.put("/<face_id>/move")
+def move_face(face_id: str):
+    """Move a face to ``target_person_id``; it is then a manual assignment."""
+    body = json_body()
+    result = people.move_face(gallery().store, face_id, body.get("target_person_id"))
+    message = "Face moved successfully"
+    if result["source_person_deleted"]:
+        message += "; the emptied person was deleted"
+    return ok(result, message)
+
+
+@bp.put("/<face_id>/move-to-new")
+def move_face_to_new(face_id: str):
+    """Move a face into a new person, named ``new_person_name`` or "Person N"."""
+    body = optional_json_body()
+    result = people.move_face_to_new(gallery().store, face_id, body.get("new_person_name"))
+    message = "Face moved to a new person"
+    if result["source_person_deleted"]:
+        message += "; the emptied person was deleted"
+    return ok(result, message)

@@ -14,7 +14,7 @@ import typing as t
 from collections.abc import Mapping
 
 from services.storage import Store
-from services.storage import open_database
+from services.storage import open_store
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from services.face_index import FaceIndex
@@ -55,9 +55,7 @@ class Gallery:
             self._check_fork()
             if self._store is None:
                 s = self.settings
-                database, backend = open_database(s["MONGODB_URI"], s["DATABASE_NAME"],
-                                                  s["DATA_DIR"])
-                self._store = Store(database, backend)
+                self._store = open_store(s["MONGODB_URI"], s["DATABASE_NAME"], s["DATA_DIR"])
             store = self._store
         store.ensure_indexes()
         return store

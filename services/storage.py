@@ -131,13 +131,22 @@ def open_database(uri: str, database_name: str, data_dir: str) -> tuple[t.Any, s
     return client[database_name], "embedded"
 
 
+def open_store(uri: str, database_name: str, data_dir: str) -> Store:
+    """Open a :class:`Store` on the backend ``uri`` names (see :func:`open_database`)."""
+    database, backend = open_database(uri, database_name, data_dir)
+    return Store(database, backend, (uri, database_name, data_dir))
+
+
 @_guard_public_methods
 class Store:
     """Typed queries over one database; services receive it as an argument."""
 
-    def __init__(self, database: t.Any, backend: str) -> None:
+    def __init__(self, database: t.Any, backend: str,
+                 source: tuple[str, str, str] | None = None) -> None:
         self.db = database
         self.backend = backend
+        #: (uri, database name, data dir) it was opened from, so another process can too.
+        self.source = source
         self._indexes_ready = False
         self._index_lock = threading.Lock()
 
@@ -229,6 +238,9 @@ class Store:
     def get_album(self, album_id: str) -> Doc:
         return self._get("albums", album_id, "Album")
 
+    def find_album(self, album_id: str) -> Doc | None:
+        return self.db.albums.find_one({"_id": album_id})
+
     def list_albums(self) -> list[Doc]:
         return list(self.db.albums.find({}).sort([("created_at", -1), ("_id", -1)]))
 
@@ -249,6 +261,9 @@ class Store:
 
     def get_section(self, section_id: str) -> Doc:
         return self._get("sections", section_id, "Section")
+
+    def find_section(self, section_id: str) -> Doc | None:
+        return self.db.sections.find_one({"_id": section_id})
 
     def list_sections(self, album_id: str | None = None) -> list[Doc]:
         query = {} if album_id is None else {"album_id": album_id}
@@ -287,6 +302,10 @@ class Store:
             doc = self.db.image_hashes.find_one({"_id": sha256})
             return doc["image_id"] if doc else None
 
+    def hash_holder(self, sha256: str) -> str | None:
+        doc = self.db.image_hashes.find_one({"_id": sha256})
+        return doc["image_id"] if doc else None
+
     def release_hash(self, sha256: str, image_id: str) -> None:
         self.db.image_hashes.delete_one({"_id": sha256, "image_id": image_id})
 
@@ -306,6 +325,9 @@ class Store:
 
     def find_image(self, image_id: str) -> Doc | None:
         return self.db.images.find_one({"_id": image_id})
+
+    def delete_image_blob(self, image_id: str) -> None:
+        self.db.image_blobs.delete_one({"_id": image_id})
 
     def get_image_blob(self, image_id: str) -> Doc:
         return self._get("image_blobs", image_id, "Image")
@@ -401,6 +423,12 @@ class Store:
             fields.update(is_manual_assignment=True, assigned_by="manual")
         self.db.faces.update_one({"_id": face_id}, {"$set": fields})
 
+    def move_all_faces(self, source_person_id: str, target_person_id: str) -> int:
+        """Point every face of one person at another (re-clustering merges)."""
+        return self.db.faces.update_many(
+            {"person_id": source_person_id},
+            {"$set": {"person_id": target_person_id, "updated_at": now()}}).modified_count
+
     def delete_faces(self, face_ids: Iterable[str]) -> None:
         for face_id in face_ids:
             self.db.faces.delete_one({"_id": face_id})
@@ -412,6 +440,9 @@ class Store:
     def faces_in_seq_range(self, low: int, high: int, projection: Mapping[str, int]
                            ) -> list[Doc]:
         return list(self.db.faces.find({"seq": {"$gt": low, "$lte": high}}, projection))
+
+    def faces_with_seqs(self, seqs: list[int], projection: Mapping[str, int]) -> list[Doc]:
+        return list(self.db.faces.find({"seq": {"$in": seqs}}, projection))
 
     # -- change log (keeps every worker's embedding index current) ----------------------
 
@@ -429,6 +460,9 @@ class Store:
     def face_changes_since(self, after: int, until: int) -> list[Doc]:
         docs = self.db.face_changes.find({"seq": {"$gt": after, "$lte": until}})
         return sorted(docs, key=lambda d: d["seq"])
+
+    def face_changes_with_seqs(self, seqs: list[int]) -> list[Doc]:
+        return list(self.db.face_changes.find({"seq": {"$in": seqs}}))
 
     # -- persons ------------------------------------------------------------------------
 
@@ -456,6 +490,12 @@ class Store:
         self.db.persons.update_one({"_id": person_id}, {"$inc": {
             "face_count": faces, "image_count": images, "manual_face_count": manual,
         }, "$set": {"updated_at": now()}})
+
+    def offer_thumbnail(self, person_id: str, face_id: str, quality: float) -> None:
+        """Make ``face_id`` the person's thumbnail if it beats the current one."""
+        self.db.persons.update_one(
+            {"_id": person_id, "thumbnail_quality": {"$lt": quality}},
+            {"$set": {"thumbnail_face_id": face_id, "thumbnail_quality": quality}})
 
     def delete_person(self, person_id: str) -> None:
         self.db.persons.delete_one({"_id": person_id})

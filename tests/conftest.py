@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 from app import create_app  # noqa: E402 - the repo root must be importable first
 from services.storage import Store  # noqa: E402
-from services.storage import open_database  # noqa: E402
+from services.storage import open_store  # noqa: E402
 from tests.invariants import check_invariants  # noqa: E402
 
 TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "")
@@ -36,12 +36,11 @@ BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING"}
 def make_store(backend: str, tmp_path: Path) -> Store:
     """A fresh, empty store of the named backend."""
     if backend == "mongomock":
-        database, name = open_database("mongomock://", "face_gallery_test", "")
+        store = open_store("mongomock://", "face_gallery_test", "")
     elif backend == "embedded":
-        database, name = open_database("", "face_gallery_test", str(tmp_path / "data"))
+        store = open_store("", "face_gallery_test", str(tmp_path / "data"))
     else:
-        database, name = open_database(TEST_MONGODB_URI, f"face_gallery_test_{os.getpid()}", "")
-    store = Store(database, name)
+        store = open_store(TEST_MONGODB_URI, f"face_gallery_test_{os.getpid()}", "")
     store.reset()
     store.ensure_indexes()
     return store

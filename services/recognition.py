@@ -1,0 +1,221 @@
+"""Recognition over the whole gallery: search by photo, and re-clustering every face.
+
+Both read embeddings from the process's :class:`~services.face_index.FaceIndex` (or, for
+re-clustering, one projection query), never from the image blobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import typing as t
+from collections import Counter
+from collections import defaultdict
+
+import numpy as np
+
+from errors import ClusteringError
+from errors import ConflictError
+from errors import FaceDetectionError
+from services import clustering
+from services import images as imaging
+from services import people
+from services import storage
+from services.context import Gallery
+from services.storage import Store
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, t.Any]
+
+#: The distance at which dlib's face model was calibrated to tell people apart.
+MODEL_THRESHOLD = 0.6
+RECLUSTER_LOCK = "recluster"
+RECLUSTER_LOCK_TTL = 1800.0
+
+
+def confidence(distance: float) -> float:
+    """Map a face distance to 0..1: 1.0 at distance 0, 0.5 at 0.6, falling towards 0 beyond.
+
+    Below the model's 0.6 boundary the curve stays high for clear matches and drops
+    steeply near the boundary; above it, it falls linearly to 0 at 1.0 (the shape the
+    face_recognition authors suggest). It depends on the distance only, never on the
+    tolerance asked for, so one pair of faces always gets one confidence.
+    """
+    if distance > MODEL_THRESHOLD:
+        return round(max(0.0, (1.0 - distance) / (2.0 * (1.0 - MODEL_THRESHOLD))), 4)
+    linear = 1.0 - distance / (MODEL_THRESHOLD * 2.0)
+    return round(linear + (1.0 - linear) * math.pow((linear - 0.5) * 2.0, 0.2), 4)
+
+
+# -- search -------------------------------------------------------------------------------
+
+def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: int,
+                    group_by: str = "person") -> Doc:
+    """Find the persons (or faces) nearest each face of a photo; nothing is stored.
+
+    :raise FileValidationError: the bytes are not a supported image.
+    :raise FaceDetectionError: the photo shows no face.
+    """
+    started = time.perf_counter()
+    settings = gallery.settings
+    decoded = imaging.decode_upload(data, allowed_formats=settings["ALLOWED_EXTENSIONS"],
+                                    max_pixels=settings["IMAGE_MAX_PIXELS"])
+    work, scale = imaging.resize_to_fit(decoded.rgb, settings["IMAGE_MAX_DIMENSION"])
+    found = gallery.engine.analyse(work)
+    if not found:
+        raise FaceDetectionError("No faces detected in the uploaded image")
+    encoding_time = time.perf_counter() - started
+
+    index = gallery.index
+    matches: list[Doc] = []
+    query_faces = []
+    for number, face in enumerate(found):
+        location = _location(face.box, 1.0 / scale)
+        query_faces.append({"query_face_index": number, "location": location,
+                            "quality_score": round(face.quality, 4)})
+        seen: set[str] = set()
+        for face_id, person_id, image_id, distance in index.nearest(face.encoding, tolerance):
+            if group_by == "person":
+                if person_id in seen:
+                    continue
+                seen.add(person_id)
+            matches.append({
+                "person_id": person_id, "face_id": face_id, "image_id": image_id,
+                "distance": round(distance, 4), "confidence": confidence(distance),
+                "query_face_index": number, "query_face_location": location,
+            })
+    matches.sort(key=lambda m: (m["distance"], m["query_face_index"]))
+    total = len(matches)
+    matches = matches[:limit]
+    names = people.person_names(gallery.store, {m["person_id"] for m in matches})
+    for match in matches:
+        match["person_name"] = names.get(match["person_id"])
+    return {
+        "matches": matches, "total_matches": total, "faces_in_query": len(found),
+        "query_faces": query_faces, "tolerance": tolerance, "group_by": group_by,
+        "faces_searched": len(index),
+        "search_time": round(time.perf_counter() - started - encoding_time, 4),
+        "processing_time": round(time.perf_counter() - started, 3),
+    }
+
+
+def _location(box: tuple[int, int, int, int], scale: float) -> Doc:
+    top, right, bottom, left = (round(v * scale) for v in box)
+    return {"top": top, "right": right, "bottom": bottom, "left": left}
+
+
+# -- re-clustering ------------------------------------------------------------------------
+
+_CLUSTER_FIELDS = {"embedding": 1, "person_id": 1, "image_id": 1, "is_manual_assignment": 1}
+
+
+def recluster(gallery: Gallery, *, eps: float, min_samples: int,
+              preserve_manual: bool = True) -> Doc:
+    """Re-group every face; manual faces stay put and persons keep their ids and names.
+
+    :raise ConflictError: another re-clustering is running (409).
+    """
+    store = gallery.store
+    holder = f"{os.getpid()}:{storage.new_id()}"
+    if not store.acquire_lock(RECLUSTER_LOCK, holder, RECLUSTER_LOCK_TTL):
+        raise ConflictError("A re-clustering is already running; try again when it ends")
+    try:
+        result = _recluster_locked(store, eps=eps, min_samples=min_samples,
+                                   preserve_manual=preserve_manual)
+    finally:
+        store.release_lock(RECLUSTER_LOCK, holder)
+    gallery.index  # noqa: B018 - reload this worker's index now, not on the next request
+    return result
+
+
+def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_manual: bool
+                      ) -> Doc:
+    started = time.perf_counter()
+    faces = list(store.iter_faces({}, _CLUSTER_FIELDS))
+    if not faces:
+        return _recluster_result(started, faces=0)
+    embeddings = np.stack([storage.embedding_from_bytes(f["embedding"]) for f in faces])
+    current = [f["person_id"] for f in faces]
+    manual = [bool(f.get("is_manual_assignment")) for f in faces]
+    fixed = [p if (m and preserve_manual) else None for p, m in zip(current, manual, strict=True)]
+    try:
+        labels = clustering.cluster_faces(embeddings, [f["image_id"] for f in faces], eps=eps,
+                                          min_samples=min_samples, fixed=fixed)
+        # Manual faces shape the clusters (faces fixed to different persons never share one)
+        # but do not vote for a cluster's person: a face a user moved out of "Eileen" must
+        # not drag Eileen's other faces after it. They stay where the user put them.
+        owners, absorbed = clustering.match_clusters_to_persons(labels, current)
+    except (ValueError, MemoryError) as err:
+        raise ClusteringError("Face clustering algorithm failed",
+                              details={"reason": str(err)}) from err
+
+    new_people: dict[int, Doc] = {}
+    target_of_label: dict[int, str] = {}
+    for label in sorted(set(int(x) for x in labels)):
+        person_id = owners.get(label)
+        if person_id is None:
+            person = people.new_person_doc(store)
+            new_people[label] = person
+            person_id = person["_id"]
+        target_of_label[label] = person_id
+    targets = [pinned or target_of_label[int(x)] for x, pinned in zip(labels, fixed, strict=True)]
+
+    moves = [(f, t) for f, t in zip(faces, targets, strict=True) if f["person_id"] != t]
+    store.insert_persons(list(new_people.values()))
+    _apply_moves(store, moves)
+    store.new_epoch()  # every worker reloads its embedding index once
+
+    touched = {f["person_id"] for f, _ in moves} | {t for _, t in moves}
+    deleted = []
+    for person_id in touched:
+        if store.count_faces_of_person(person_id) == 0:
+            store.delete_person(person_id)
+            deleted.append(person_id)
+        else:
+            people.refresh_thumbnail(store, person_id)
+    # An old person that kept no cluster was merged into the cluster holding most of it.
+    merged = sum(1 for persons in absorbed.values() for p in persons if p in deleted)
+    return _recluster_result(
+        started, faces=len(faces), persons_created=len(new_people), persons_merged=merged,
+        persons_deleted=len(deleted), faces_moved=len(moves),
+        manual_preserved=sum(1 for x in fixed if x is not None),
+        persons_total=len(set(targets)), eps=eps, min_samples=min_samples)
+
+
+def _apply_moves(store: Store, moves: list[tuple[Doc, str]]) -> None:
+    """Write the new person of each moved face, then the net counter change per person."""
+    whole: dict[tuple[str, str], int] = Counter((f["person_id"], t) for f, t in moves)
+    sizes = {source: store.count_faces_of_person(source) for source, _ in whole}
+    delta: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for face, target in moves:
+        delta[face["person_id"]][0] -= 1
+        delta[target][0] += 1
+        if face.get("is_manual_assignment"):
+            delta[face["person_id"]][1] -= 1
+            delta[target][1] += 1
+    for (source, target), count in whole.items():
+        if sizes[source] == count:
+            # A whole person joins another: one indexed update instead of one per face.
+            store.move_all_faces(source, target)
+    for face, target in moves:
+        if sizes[face["person_id"]] != whole[(face["person_id"], target)]:
+            store.set_face_person(face["_id"], target, manual=False)
+    for person_id, (faces, manual) in delta.items():
+        if faces or manual:
+            store.adjust_person_counts(person_id, faces, faces, manual=manual)
+
+
+def _recluster_result(started: float, *, faces: int, persons_created: int = 0,
+                      persons_merged: int = 0, persons_deleted: int = 0, faces_moved: int = 0,
+                      manual_preserved: int = 0, persons_total: int = 0, eps: float = 0.0,
+                      min_samples: int = 1) -> Doc:
+    return {
+        "faces_processed": faces, "persons_created": persons_created,
+        "persons_merged": persons_merged, "persons_deleted": persons_deleted,
+        "faces_moved": faces_moved, "manual_assignments_preserved": manual_preserved,
+        "persons_total": persons_total, "eps": eps, "min_samples": min_samples,
+        "processing_time": round(time.perf_counter() - started, 3),
+    }
