@@ -8,6 +8,7 @@ in processes that detect faces.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import typing as t
@@ -21,6 +22,9 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from services.faces import FaceEngine
 
 
+log = logging.getLogger(__name__)
+
+
 class Gallery:
     """Settings plus lazily opened handles, one set per process."""
 
@@ -29,6 +33,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._store = store
+        self._repaired = False
         self._injected_store = store is not None
         self._engine: FaceEngine | None = None
         self._index: FaceIndex | None = None
@@ -56,8 +61,17 @@ class Gallery:
             if self._store is None:
                 s = self.settings
                 self._store = open_store(s["MONGODB_URI"], s["DATABASE_NAME"], s["DATA_DIR"])
+                self._repaired = False
             store = self._store
         store.ensure_indexes()
+        if not self._repaired:
+            self._repaired = True
+            from services import people
+
+            # Uploads a killed worker left pending are undone once per process.
+            report = people.repair(store)
+            if report["uploads_undone"] or report["deletes_finished"]:
+                log.warning("repaired half-written work: %s", report)
         return store
 
     def close(self) -> None:

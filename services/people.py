@@ -302,3 +302,24 @@ def recount_person(store: Store, person_id: str) -> None:
         "manual_face_count": sum(1 for f in faces if f.get("is_manual_assignment")),
         "thumbnail_face_id": best["_id"], "thumbnail_quality": best.get("quality_score", 0.0),
     })
+
+
+def repair(store: Store, *, stale_after_seconds: float = 600.0) -> Doc:
+    """Finish what a crashed worker left half done: pending uploads and unfinished deletes.
+
+    An upload still ``pending`` after ``stale_after_seconds`` is not in flight any more: its
+    faces and blob are removed and the persons it touched are recounted.
+    """
+    moment = storage.now()
+    undone, finished = [], []
+    for image in store.images_with_status("pending"):
+        if (moment - image["created_at"]).total_seconds() < stale_after_seconds:
+            continue
+        touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
+        undo_upload(store, image["_id"], touched)
+        store.release_hash(image.get("sha256", ""), image["_id"])
+        undone.append(image["_id"])
+    for image in store.images_with_status("deleting"):
+        remove_image(store, image["_id"])
+        finished.append(image["_id"])
+    return {"uploads_undone": undone, "deletes_finished": finished}

@@ -384,6 +384,9 @@ class Store:
             self.release_hash(image["sha256"], image["_id"])
         self.db.images.delete_one({"_id": image["_id"]})
 
+    def images_with_status(self, status: str) -> list[Doc]:
+        return list(self.db.images.find({"status": status}))
+
     def iter_images(self, query: Doc, projection: Mapping[str, int] | None = None
                     ) -> Iterator[Doc]:
         return iter(self.db.images.find(query, projection))

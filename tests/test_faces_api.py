@@ -389,3 +389,62 @@ def test_merge_that_would_put_one_photo_twice_in_a_person_is_409(client):
                           json={"source_person_ids": [right["person_id"]]})
     assert_error(response, 409, "ConflictError")
     assert group["image_id"] in response.json["error"]
+
+
+class _FailingStore:
+    """Fault injection: the store fails once at a chosen write, as a crash would stop it."""
+
+    def __init__(self, store, method: str) -> None:
+        self._store, self._method = store, method
+
+    def __getattr__(self, name):
+        attribute = getattr(self._store, name)
+        if name != self._method:
+            return attribute
+
+        def fail(*args, **kwargs):
+            raise RuntimeError(f"injected failure in {name}")
+
+        return fail
+
+
+@pytest.mark.parametrize("method", ["insert_faces", "adjust_person_counts", "set_image_fields"])
+def test_failed_upload_leaves_nothing_half_written(store, method):
+    from app import create_app
+    from tests.conftest import BASE_CONFIG
+    from tests.invariants import check_invariants
+
+    good = create_app(dict(BASE_CONFIG), store=store, environ={}).test_client()
+    first = upload(good, photos.astronaut_jpeg())
+    broken = create_app(dict(BASE_CONFIG), store=_FailingStore(store, method), environ={})
+    response = broken.test_client().post("/images/upload", data={
+        "file": (io.BytesIO(photos.group_photo()), "group.jpg")},
+        content_type="multipart/form-data")
+    assert_error(response, 500, "InternalServerError")
+    check_invariants(store)
+    assert good.get("/stats/").json["data"]["total_images"] == 1
+    [person] = persons(good)
+    assert person["_id"] == first["faces"][0]["person_id"] and person["face_count"] == 1
+    # The same photo uploads cleanly afterwards.
+    assert upload(good, photos.group_photo())["faces_detected"] == 2
+
+
+def test_repair_undoes_an_upload_a_crash_left_pending(store):
+    import datetime as dt
+
+    from app import create_app
+    from services import people
+    from tests.conftest import BASE_CONFIG
+    from tests.invariants import check_invariants
+
+    client = create_app(dict(BASE_CONFIG), store=store, environ={}).test_client()
+    kept = upload(client, photos.astronaut_jpeg())
+    crashed = upload(client, photos.hopper_jpeg())
+    # As if the worker died before marking the upload ready, a long time ago.
+    old = dt.datetime(2020, 1, 1)
+    store.set_image_fields(crashed["image_id"], {"status": "pending", "created_at": old})
+    report = people.repair(store)
+    assert report["uploads_undone"] == [crashed["image_id"]]
+    check_invariants(store)
+    assert [p["_id"] for p in persons(client)] == [kept["faces"][0]["person_id"]]
+    assert upload(client, photos.hopper_jpeg())["duplicate"] is False
