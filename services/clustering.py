@@ -18,8 +18,8 @@ Incremental assignment, :func:`assign_faces` (at upload, one photo at a time)
     of the nearest face, <= 0.6) chains look-alikes: F1 0.953, precision 0.910, and its
     precision falls as the gallery grows (0.981 with 8 people, 0.931 with 30) where the mean
     stays >= 0.998. Nearest face at 0.56 matches the F1 but with precision 0.942 and a
-    narrower plateau; centroid tops out at 0.967; the mean of the k nearest faces (k = 3, 5)
-    ties with the plain mean. Misses (recall) are what re-clustering repairs.
+    narrower plateau; centroid tops out at 0.967 (canonical order); the mean of the k nearest
+    faces (k = 3, 5) ties with the plain mean. Misses (recall) are what re-clustering repairs.
 
 Re-clustering, :func:`cluster_faces` (all faces at once)
     Average-linkage agglomerative clustering cut at ``eps``: two groups merge while the mean
@@ -27,23 +27,29 @@ Re-clustering, :func:`cluster_faces` (all faces at once)
     :data:`DEFAULT_EPS` = 0.60, the middle of a flat top: F1 0.994 (precision 1.000) from
     0.58 to 0.62, >= 0.988 from 0.56; 0.989 over photo subsets, 0.992 over 13-person
     galleries. Never below the incremental result on the full set (canonical +0.024, every
-    shuffle >= +0.000). DBSCAN (single linkage) reaches 0.994 at eps 0.54 but falls to 0.933
-    at 0.56 and 0.898 at the seed's 0.60; chinese whispers reaches 1.000 at 0.56 but 0.946 at
-    0.58; HDBSCAN 0.994 / 0.948 at min_cluster_size 2 / 3 and 0.930 over photo subsets.
+    shuffle >= +0.000) nor on any 13-person gallery; lower in 5 of 30 photo subsets (at
+    worst -0.035), where a subset keeps one face of a look-alike pair (0.547-0.595 apart)
+    that the incremental order happened to leave apart.
+    DBSCAN (single linkage) reaches 0.994 at eps 0.54 but falls to 0.933 at 0.56 and 0.898 at
+    the seed's 0.60; chinese whispers reaches 1.000 at 0.56 but 0.946 at 0.58; HDBSCAN 0.994
+    / 0.948 at min_cluster_size 2 / 3 and 0.930 over photo subsets.
     Constraints are part of the linkage, not a repair afterwards: faces of one image never
     link, nor faces fixed to different persons (cannot-link); faces fixed to one person start
     as one group (must-link; if a user fixed two faces of one image to one person, that wins).
     Scale: two groups can average <= ``eps`` only if some pair of their faces is within
     ``eps``, so each component of the ``eps``-radius graph is clustered on its own with no
-    loss; pairs are found in float32 row bands of 64 MB (50,000 synthetic faces: ~10 s on 2
-    cores). A component over :data:`MAX_BLOCK` faces is cut into graph-local blocks (reverse
-    Cuthill-McKee order); each block makes only its surest merges (mean <= 0.8 ``eps``), then
-    neighbouring groups merge by exact mean distance, smallest first, until no allowed pair is
-    <= ``eps``. On the dev set, blocks of 5 to 20 faces give the one-matrix partition.
+    loss; pairs are found in float32 row bands of 64 MB (50,000 synthetic faces: 3-9 s on 2
+    shared cores, 250 MB; one 49,000-face component: 22 s, 500 MB). A component over
+    :data:`MAX_BLOCK` faces is cut into graph-local blocks (reverse Cuthill-McKee order),
+    fixed persons kept whole; each block makes only its surest merges (mean <= 0.8 ``eps``),
+    then neighbouring groups merge by exact mean distance, smallest first, until no allowed
+    pair is <= ``eps``. On the dev set, blocks of 5 to 40 faces give the one-matrix partition,
+    with and without fixed faces.
     ``min_samples`` (default 1 = off): a group smaller than this and holding no fixed face is
     noise; each of its faces moves to the group of its nearest face within ``eps`` if that
     group is not noise and has no face of its image, else it stays. It helps only where
-    ``eps`` is too tight (0.56: F1 0.988 -> 1.000) and costs precision at 0.60 (-> 0.985).
+    ``eps`` is too tight (0.56: F1 0.988 -> 1.000) and costs precision at 0.60 (0.994 ->
+    0.985).
 
 Matching, :func:`match_clusters_to_persons`: each new group keeps the old person holding most
 of its faces (greedy by overlap; ties to the smaller id, which for ObjectIds is the older
@@ -315,11 +321,18 @@ def _cluster_large(
     x: np.ndarray, image: Labels, anchor: Labels, graph: csr_matrix, eps: float
 ) -> Labels:
     """Average linkage of a component too large for one matrix: exact blocks, then merges."""
+    # Each fixed person starts as one group, as its zero distances make it in one matrix;
+    # the other faces are cut into graph-local blocks.
+    _, init = np.unique(anchor, return_inverse=True)
+    init = init.reshape(len(x)).astype(np.intp)
+    offset = int(init.max()) + 1
     order = reverse_cuthill_mckee(csr_matrix(graph), symmetric_mode=True)
-    init = np.empty(len(x), dtype=np.intp)
-    offset = 0
-    for block in np.array_split(order, -(-len(x) // MAX_BLOCK)):
-        sub = _linkage_block(x[block], image[block], anchor[block], eps * _BLOCK_CUT)
+    order = order[anchor[order] < 0]
+    for block in np.array_split(order, -(-len(order) // MAX_BLOCK)) if len(order) else []:
+        if len(block) == 1:
+            sub = np.zeros(1, dtype=np.intp)
+        else:
+            sub = _linkage_block(x[block], image[block], anchor[block], eps * _BLOCK_CUT)
         init[block] = sub + offset
         offset += int(sub.max()) + 1
     rows, cols = graph.nonzero()
@@ -331,7 +344,9 @@ def _merge_groups(
     rows: np.ndarray, cols: np.ndarray, eps: float,
 ) -> Labels:
     """Merge neighbouring groups by exact mean distance until no allowed pair is <= eps."""
-    members = {g: np.flatnonzero(init == g) for g in np.unique(init).tolist()}
+    ids, counts = np.unique(init, return_counts=True)
+    by_group = np.split(np.argsort(init, kind="stable"), np.cumsum(counts)[:-1])
+    members = dict(zip(ids.tolist(), by_group, strict=True))
     images = {g: set(image[m].tolist()) for g, m in members.items()}
     anchors = {g: set(anchor[m].tolist()) - {-1} for g, m in members.items()}
     sums: dict[int, dict[int, float]] = {g: {} for g in members}
@@ -373,14 +388,6 @@ def _merge_groups(
         if a != b:
             sums[a][b] = sums[b][a] = cross(a, b)
             offer(a, b)
-    # Must-link first: the blocks may have split a fixed person.
-    owner: dict[int, int] = {}
-    for g in list(members):
-        for fixed_code in list(anchors.get(g, ())):
-            if fixed_code in owner and owner[fixed_code] != g:
-                merge(owner[fixed_code], g)
-            else:
-                owner[fixed_code] = g
     while heap:
         _, a, b, va, vb = heapq.heappop(heap)
         if version.get(a) == va and version.get(b) == vb:
@@ -406,13 +413,14 @@ def _absorb_small(
     keep = small[labels[a]] & ~small[labels[b]] & (d <= eps)
     a, b, d = a[keep], b[keep], d[keep]
     taken: dict[int, set[int]] = {}
+    in_target = np.isin(labels, labels[b])
+    for label, img in zip(labels[in_target].tolist(), image[in_target].tolist(), strict=True):
+        taken.setdefault(label, set()).add(img)
     moved: set[int] = set()
     for k in np.lexsort((d, a)).tolist():
         face, target = int(a[k]), int(labels[b[k]])
         if face in moved:
             continue
-        if target not in taken:
-            taken[target] = set(image[labels == target].tolist())
         if image[face] not in taken[target]:
             taken[target].add(int(image[face]))
             labels[face] = target

@@ -315,7 +315,8 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
         page, total = store.images_page(query, limit, offset)
     else:
         page, total = store.images_newest(limit, offset)
-    items = [image_summary(image, store.faces_of_image(image["_id"])) for image in page]
+    faces = store.faces_of_images([image["_id"] for image in page])
+    items = [image_summary(image, faces[image["_id"]]) for image in page]
     return {"images": items, "total": total, "limit": limit, "offset": offset}
 
 

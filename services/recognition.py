@@ -145,23 +145,24 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         labels = clustering.cluster_faces(embeddings, [f["image_id"] for f in faces], eps=eps,
                                           min_samples=min_samples, fixed=fixed)
         # Manual faces shape the clusters (faces fixed to different persons never share one)
-        # but do not vote for a cluster's person: a face a user moved out of "Eileen" must
-        # not drag Eileen's other faces after it. They stay where the user put them.
+        # and vote like any face, but never move: a cluster goes to the person holding most
+        # of its faces, so one face a user moved out of "Eileen" does not drag Eileen's other
+        # faces after it.
         owners, absorbed = clustering.match_clusters_to_persons(labels, current)
     except (ValueError, MemoryError) as err:
         raise ClusteringError("Face clustering algorithm failed",
                               details={"reason": str(err)}) from err
 
     new_people: dict[int, Doc] = {}
-    target_of_label: dict[int, str] = {}
-    for label in sorted(set(int(x) for x in labels)):
-        person_id = owners.get(label)
+    targets = []
+    for label, pinned in zip((int(x) for x in labels), fixed, strict=True):
+        person_id = pinned or owners.get(label)
         if person_id is None:
-            person = people.new_person_doc(store)
-            new_people[label] = person
-            person_id = person["_id"]
-        target_of_label[label] = person_id
-    targets = [pinned or target_of_label[int(x)] for x, pinned in zip(labels, fixed, strict=True)]
+            # A new person only for a cluster that receives a face.
+            if label not in new_people:
+                new_people[label] = people.new_person_doc(store)
+            person_id = new_people[label]["_id"]
+        targets.append(person_id)
 
     moves = [(f, t) for f, t in zip(faces, targets, strict=True) if f["person_id"] != t]
     store.insert_persons(list(new_people.values()))
