@@ -8,6 +8,11 @@ default is one worker per core; WEB_CONCURRENCY overrides it.
 import multiprocessing
 import os
 
+# One BLAS thread per worker: the workers already use every core, and a 2-thread OpenBLAS
+# slows to 4-6x when the other core is busy (bench/search.py: 2 ms -> 8-12 ms a search).
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 # A few threads let a worker answer health checks and metadata reads during a long upload.

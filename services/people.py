@@ -24,9 +24,13 @@ Doc = dict[str, t.Any]
 
 
 def new_person_doc(store: Store, *, face_count: int = 0, thumbnail_face_id: str = "",
-                   thumbnail_quality: float = -1.0, name: str | None = None) -> Doc:
-    """A person document numbered from a counter, so "Person N" is never reused."""
-    number = store.next_seq("person_number")
+                   thumbnail_quality: float = -1.0, name: str | None = None,
+                   number: int | None = None) -> Doc:
+    """A person document numbered from a counter, so "Person N" is never reused.
+
+    ``number``: one the caller reserved already (``store.next_seq("person_number", k)``).
+    """
+    number = store.next_seq("person_number") if number is None else number
     moment = storage.now()
     name = name or f"Person {number}"
     return {

@@ -109,7 +109,8 @@ def _location(box: tuple[int, int, int, int], scale: float) -> Doc:
 
 # -- re-clustering ------------------------------------------------------------------------
 
-_CLUSTER_FIELDS = {"embedding": 1, "person_id": 1, "image_id": 1, "is_manual_assignment": 1}
+_CLUSTER_FIELDS = {"embedding": 1, "person_id": 1, "image_id": 1, "is_manual_assignment": 1,
+                   "quality_score": 1}
 
 
 def recluster(gallery: Gallery, *, eps: float, min_samples: int,
@@ -153,30 +154,51 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         raise ClusteringError("Face clustering algorithm failed",
                               details={"reason": str(err)}) from err
 
-    new_people: dict[int, Doc] = {}
-    targets = []
-    for label, pinned in zip((int(x) for x in labels), fixed, strict=True):
-        person_id = pinned or owners.get(label)
-        if person_id is None:
-            # A new person only for a cluster that receives a face.
-            if label not in new_people:
-                new_people[label] = people.new_person_doc(store)
-            person_id = new_people[label]["_id"]
-        targets.append(person_id)
+    labels = [int(x) for x in labels]
+    # A new person only for a cluster that receives a face; their numbers in one reservation.
+    fresh = sorted({x for x, pinned in zip(labels, fixed, strict=True)
+                    if not pinned and owners.get(x) is None})
+    last = store.next_seq("person_number", len(fresh)) if fresh else 0
+    new_people = {x: people.new_person_doc(store, number=last - len(fresh) + 1 + k)
+                  for k, x in enumerate(fresh)}
+    targets = [pinned or owners.get(x) or new_people[x]["_id"]
+               for x, pinned in zip(labels, fixed, strict=True)]
 
     moves = [(f, t) for f, t in zip(faces, targets, strict=True) if f["person_id"] != t]
+    incoming: dict[str, list[Doc]] = defaultdict(list)
+    for face, target in moves:
+        incoming[target].append(face)
+    created = {person["_id"] for person in new_people.values()}
+    for person in new_people.values():
+        # Written complete: every face of a new person arrives by this re-clustering.
+        own = incoming[person["_id"]]
+        best = max(own, key=_quality)
+        person.update(face_count=len(own), image_count=len(own),
+                      manual_face_count=sum(1 for f in own if f.get("is_manual_assignment")),
+                      thumbnail_face_id=best["_id"], thumbnail_quality=_quality(best)[0])
+    thumbnails = {p["_id"]: p for p in store.iter_persons(
+        {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
     store.insert_persons(list(new_people.values()))
-    _apply_moves(store, moves)
+    _apply_moves(store, moves, created)
     store.new_epoch()  # every worker reloads its embedding index once
 
-    touched = {f["person_id"] for f, _ in moves} | {t for _, t in moves}
+    kept = set(targets)
+    moved = {f["_id"] for f, _ in moves}
+    touched = ({f["person_id"] for f, _ in moves} | set(incoming)) - created
     deleted = []
     for person_id in touched:
-        if store.count_faces_of_person(person_id) == 0:
+        thumbnail = thumbnails.get(person_id, {})
+        # Only a person none of whose faces stayed can be empty (faces uploaded meanwhile
+        # keep it alive: the database decides).
+        if person_id not in kept and store.count_faces_of_person(person_id) == 0:
             store.delete_person(person_id)
             deleted.append(person_id)
-        else:
+        elif person_id not in kept or thumbnail.get("thumbnail_face_id") in moved:
             people.refresh_thumbnail(store, person_id)
+        elif incoming[person_id]:
+            best = max(incoming[person_id], key=_quality)
+            if _quality(best)[0] > thumbnail.get("thumbnail_quality", -1.0):
+                store.offer_thumbnail(person_id, best["_id"], _quality(best)[0])
     # An old person that kept no cluster was merged into the cluster holding most of it.
     merged = sum(1 for persons in absorbed.values() for p in persons if p in deleted)
     return _recluster_result(
@@ -186,8 +208,16 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         persons_total=len(set(targets)), eps=eps, min_samples=min_samples)
 
 
-def _apply_moves(store: Store, moves: list[tuple[Doc, str]]) -> None:
-    """Write the new person of each moved face, then the net counter change per person."""
+def _quality(face: Doc) -> tuple[float, str]:
+    """Thumbnail order, as ``people.refresh_thumbnail``: best quality, then the larger id."""
+    return face.get("quality_score") or 0.0, face["_id"]
+
+
+def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) -> None:
+    """Write the new person of each moved face, then the net counter change per person.
+
+    Persons in ``created`` were inserted with their final counts already.
+    """
     whole: dict[tuple[str, str], int] = Counter((f["person_id"], t) for f, t in moves)
     sizes = {source: store.count_faces_of_person(source) for source, _ in whole}
     delta: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -205,7 +235,7 @@ def _apply_moves(store: Store, moves: list[tuple[Doc, str]]) -> None:
         if sizes[face["person_id"]] != whole[(face["person_id"], target)]:
             store.set_face_person(face["_id"], target, manual=False)
     for person_id, (faces, manual) in delta.items():
-        if faces or manual:
+        if person_id not in created and (faces or manual):
             store.adjust_person_counts(person_id, faces, faces, manual=manual)
 
 
