@@ -46,6 +46,8 @@ SHUFFLES = 5
 SUBSETS = 30
 SUBSET_PHOTOS = 60
 PEOPLE = 13  # the held-back set's size
+EXTRA_GALLERIES = 100  # more 13-person galleries (own seed) for the fine grid and consistency
+NEAREST_FINE = np.round(np.arange(0.55, 0.5801, 0.005), 3)
 BOX = ("top", "right", "bottom", "left")  # FACES.tsv columns, face_locations order
 
 
@@ -368,8 +370,9 @@ def incremental_table(enc, files, ident, runs) -> None:
 def recluster_table(enc, files, ident, runs) -> None:
     print(f"\n## Re-clustering: param | full set P R F1 persons | {SUBSETS} x {SUBSET_PHOTOS} "
           f"photos | {SUBSETS} x {PEOPLE} people (F1 mean, F1 min, P mean)")
-    grid = [("ours", EPS_GRID, 1), ("ours", [0.54, 0.56, 0.60], 2),
-            ("ours", [0.56, 0.60], 3), ("avg_posthoc", [0.56, 0.60, 0.64], 1),
+    eps = clustering.DEFAULT_EPS
+    grid = [("ours", EPS_GRID, 1), ("ours", [0.54, 0.56, eps], 2),
+            ("ours", [0.56, eps], 3), ("avg_posthoc", [0.56, eps, 0.64], 1),
             ("dbscan", EPS_GRID[:-4], 1), ("dbscan", [0.54, 0.56, 0.60], 2),
             ("whispers", EPS_GRID[:-4], 1), ("hdbscan", [2, 3], 1)]
     for algo, params, ms in grid:
@@ -382,14 +385,45 @@ def recluster_table(enc, files, ident, runs) -> None:
             print(f"  {param:<5} {fmt(full)} {len(set(lab)):3d} | " + " | ".join(cells))
 
 
+def fine_table(enc, files, ident, runs) -> None:
+    """Steps of 0.005 around the defaults (and around the nearest-face rule's best)."""
+    kinds = ("canonical", "shuffles", "photos60", "people13", "people13x100")
+    print(f"\n## Fine grid: {' | '.join(kinds)} (each: F1 mean, F1 min, P mean)")
+    steps = np.round(np.arange(-0.02, 0.0201, 0.005), 3)
+    grids = (("average", clustering.DEFAULT_TOLERANCE + steps), ("nearest", NEAREST_FINE))
+    for rule, grid in grids:
+        print(f"incremental {rule}")
+        for tol in np.round(grid, 3):
+            cells = [summary([score_inc(enc, files, ident, r, rule, tol) for r in runs[k]])
+                     for k in kinds]
+            print(f"  {tol:.3f} | " + " | ".join(cells))
+    print("re-clustering ours (canonical and shuffles: the full set)")
+    for eps in np.round(clustering.DEFAULT_EPS + steps, 3):
+        cells = [summary([score_rec(enc, files, ident, r, "ours", eps) for r in runs[k]])
+                 for k in kinds[1:]]
+        print(f"  {eps:.3f} | " + " | ".join(cells))
+    print("re-clustering minus incremental: tol eps | per kind: F1 gain mean, min, runs lower")
+    for tol in np.round(clustering.DEFAULT_TOLERANCE + steps[3:6], 3):
+        inc = {k: np.array([score_inc(enc, files, ident, r, "service", tol)[2] for r in runs[k]])
+               for k in kinds}
+        for eps in np.round(clustering.DEFAULT_EPS + steps[2:7], 3):
+            cells = []
+            for k in kinds:
+                gain = np.array([score_rec(enc, files, ident, r, "ours", eps)[2]
+                                 for r in runs[k]]) - inc[k]
+                lower = int((gain < -1e-12).sum())
+                cells.append(f"{gain.mean():+.3f} {gain.min():+.3f} {lower:2d}")
+            print(f"  {tol:.3f} {eps:.3f} | " + " | ".join(cells))
+
+
 def gallery_size_table(enc, files, ident, rng) -> None:
     print("\n## By gallery size: F1 mean / P mean over 20 random galleries of k people")
     sizes = [8, 13, 20, len(set(ident))]
     draws = {k: [people_run(files, ident, rng, k) for _ in range(20)] for k in sizes}
     print("rule".ljust(24) + "".join(f"k={k}".ljust(14) for k in sizes))
-    finalists = [("inc", "nearest", 0.60), ("inc", "nearest", 0.56), ("inc", "centroid", 0.54),
-                 ("inc", "average", clustering.DEFAULT_TOLERANCE), ("rec", "dbscan", 0.60),
-                 ("rec", "dbscan", 0.54), ("rec", "whispers", 0.56),
+    finalists = [("inc", "nearest", 0.60), ("inc", "nearest", 0.56), ("inc", "nearest", 0.57),
+                 ("inc", "centroid", 0.56), ("inc", "average", clustering.DEFAULT_TOLERANCE),
+                 ("rec", "dbscan", 0.60), ("rec", "dbscan", 0.56), ("rec", "whispers", 0.56),
                  ("rec", "ours", clustering.DEFAULT_EPS)]
     for kind, name, param in finalists:
         cells = []
@@ -407,7 +441,7 @@ def consistency(enc, files, ident, runs) -> None:
         gaps = [score_rec(enc, files, ident, r, "ours", eps)[2]
                 - score_inc(enc, files, ident, r, "service", tol)[2] for r in group]
         worse = sum(g < -1e-12 for g in gaps)
-        print(f"{kind:10s} runs {len(gaps):2d}: F1 gain mean {np.mean(gaps):+.3f} "
+        print(f"{kind:12s} runs {len(gaps):3d}: F1 gain mean {np.mean(gaps):+.3f} "
               f"min {np.min(gaps):+.3f}; re-clustering lower in {worse}")
     # Fixed faces: the first face of every identity pinned to its true person.
     fixed: list[str | None] = [None] * len(ident)
@@ -492,6 +526,10 @@ def main() -> int:
         runs = make_runs(files, ident, photos, rng)
         incremental_table(enc, files, ident, runs)
         recluster_table(enc, files, ident, runs)
+        extra = np.random.default_rng(11)
+        runs["people13x100"] = [people_run(files, ident, extra, PEOPLE)
+                                for _ in range(EXTRA_GALLERIES)]
+        fine_table(enc, files, ident, runs)
         gallery_size_table(enc, files, ident, rng)
         consistency(enc, files, ident, runs)
     if not args.no_scale:

@@ -174,7 +174,7 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         own = incoming[person["_id"]]
         best = max(own, key=_quality)
         person.update(face_count=len(own), image_count=len(own),
-                      manual_face_count=sum(1 for f in own if f.get("is_manual_assignment")),
+                      manual_face_count=0,
                       thumbnail_face_id=best["_id"], thumbnail_quality=_quality(best)[0])
     thumbnails = {p["_id"]: p for p in store.iter_persons(
         {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
@@ -218,7 +218,10 @@ def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) 
 
     Persons in ``created`` were inserted with their final counts already.
     """
+    # A manual face moves only when preserve_manual is off; the algorithm placed it, so it
+    # is an automatic assignment from then on.
     whole: dict[tuple[str, str], int] = Counter((f["person_id"], t) for f, t in moves)
+    has_manual = {f["person_id"] for f, _ in moves if f.get("is_manual_assignment")}
     sizes = {source: store.count_faces_of_person(source) for source, _ in whole}
     delta: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for face, target in moves:
@@ -226,13 +229,16 @@ def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) 
         delta[target][0] += 1
         if face.get("is_manual_assignment"):
             delta[face["person_id"]][1] -= 1
-            delta[target][1] += 1
-    for (source, target), count in whole.items():
-        if sizes[source] == count:
+
+    def joins_whole(source: str, target: str) -> bool:
+        return sizes[source] == whole[(source, target)] and source not in has_manual
+
+    for source, target in whole:
+        if joins_whole(source, target):
             # A whole person joins another: one indexed update instead of one per face.
             store.move_all_faces(source, target)
     for face, target in moves:
-        if sizes[face["person_id"]] != whole[(face["person_id"], target)]:
+        if not joins_whole(face["person_id"], target):
             store.set_face_person(face["_id"], target, manual=False)
     for person_id, (faces, manual) in delta.items():
         if person_id not in created and (faces or manual):

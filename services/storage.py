@@ -435,11 +435,10 @@ class Store:
         return self.db.faces.count_documents({"person_id": person_id})
 
     def set_face_person(self, face_id: str, person_id: str, *, manual: bool) -> None:
-        """Point a face at a person: the source of truth for membership."""
-        fields: Doc = {"person_id": person_id, "updated_at": now()}
-        if manual:
-            fields.update(is_manual_assignment=True, assigned_by="manual")
-        self.db.faces.update_one({"_id": face_id}, {"$set": fields})
+        """Point a face at a person (the source of truth for membership) and say who did."""
+        self.db.faces.update_one({"_id": face_id}, {"$set": {
+            "person_id": person_id, "is_manual_assignment": manual,
+            "assigned_by": "manual" if manual else "auto", "updated_at": now()}})
 
     def move_all_faces(self, source_person_id: str, target_person_id: str) -> int:
         """Point every face of one person at another (re-clustering merges)."""

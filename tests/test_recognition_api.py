@@ -177,3 +177,15 @@ def test_recluster_parameters_and_lock(client, store):
 def test_recluster_on_empty_gallery(client):
     data = client.get("/cluster/").json["data"]
     assert data["faces_processed"] == 0 and data["persons_created"] == 0
+
+
+def test_recluster_without_preserve_manual_makes_moved_faces_automatic(client):
+    a1 = upload(client, photos.astronaut_jpeg())
+    a2 = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    face_id = a2["faces"][0]["face_id"]
+    client.put(f"/faces/{face_id}/move-to-new")
+    client.get("/cluster/?preserve_manual=false")
+    info = client.get(f"/faces/{face_id}/info").json["data"]
+    assert info["person_id"] == a1["faces"][0]["person_id"]
+    assert info["is_manual_assignment"] is False and info["assigned_by"] == "auto"
+    assert client.get("/stats/").json["data"]["manual_face_assignments"] == 0

@@ -189,3 +189,14 @@ def test_env_example_is_a_valid_configuration():
     documented = set(values) - {"FLASK_ENV", "WEB_CONCURRENCY", "GUNICORN_THREADS",
                                 "GUNICORN_TIMEOUT"}
     assert documented == set(SETTINGS), "every setting is in .env.example and nothing else"
+
+
+def test_config_defaults_are_the_measured_ones():
+    """config.py and services/clustering.py state the same defaults (README explains them)."""
+    from config import load_config
+    from services import clustering
+
+    settings = load_config({"FLASK_ENV": "testing"}, environ={})
+    assert settings["FACE_RECOGNITION_TOLERANCE"] == clustering.DEFAULT_TOLERANCE
+    assert settings["DBSCAN_EPS"] == clustering.DEFAULT_EPS
+    assert settings["DBSCAN_MIN_SAMPLES"] == clustering.DEFAULT_MIN_SAMPLES
