@@ -49,8 +49,8 @@ from services import storage  # noqa: E402
 from services.context import Gallery  # noqa: E402
 from services.storage import Store  # noqa: E402
 
-EPS = 0.6
-MIN_SAMPLES = 1
+EPS = clustering.DEFAULT_EPS  # the product default (DBSCAN_EPS)
+MIN_SAMPLES = clustering.DEFAULT_MIN_SAMPLES
 GOAL_N = 50_000
 GOAL_S = 30.0
 URIS = {"embedded": "", "mongomock": "mongomock://"}

@@ -1,7 +1,7 @@
 """Benchmark: search by photo over 10k, 100k and 1M faces, ours against the naive way.
 
 Ours is what ``services.recognition.search_by_image`` does once the query face is encoded:
-``FaceIndex.nearest(query, 0.6)`` over the worker's in-memory float32 matrix, then the best
+``FaceIndex.nearest(query, tolerance)`` over the worker's in-memory float32 matrix, then the best
 face per person, nearest first. Around it each request also pays ``index.sync(store)`` (three
 small reads when nothing changed) and the names of the persons returned (one read each);
 both are timed apart. The naive way reads every face from the database for each query,
@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from bench import synthetic  # noqa: E402
+from services import clustering  # noqa: E402
 from services import faces as face_engine  # noqa: E402
 from services import people  # noqa: E402
 from services import recognition  # noqa: E402
@@ -47,7 +48,7 @@ from services import storage  # noqa: E402
 from services.face_index import FaceIndex  # noqa: E402
 from services.storage import Store  # noqa: E402
 
-TOLERANCE = 0.6
+TOLERANCE = clustering.DEFAULT_TOLERANCE  # FACE_RECOGNITION_TOLERANCE, the default
 LIMIT = 10  # the route's default
 GOAL_RATIO_100K = 100.0
 GOAL_MS_100K = 10.0

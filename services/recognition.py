@@ -143,6 +143,8 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     manual = [bool(f.get("is_manual_assignment")) for f in faces]
     fixed = [p if (m and preserve_manual) else None for p, m in zip(current, manual, strict=True)]
     try:
+        log.info("re-clustering %d faces (eps %.2f, min_samples %d): %.1f s reading",
+                 len(faces), eps, min_samples, time.perf_counter() - started)
         labels = clustering.cluster_faces(embeddings, [f["image_id"] for f in faces], eps=eps,
                                           min_samples=min_samples, fixed=fixed)
         # Manual faces shape the clusters (faces fixed to different persons never share one)
@@ -179,6 +181,8 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     thumbnails = {p["_id"]: p for p in store.iter_persons(
         {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
     store.insert_persons(list(new_people.values()))
+    log.info("re-clustering: %d groups after %.1f s; writing %d moves, %d new persons",
+             len(set(targets)), time.perf_counter() - started, len(moves), len(new_people))
     _apply_moves(store, moves, created)
     store.new_epoch()  # every worker reloads its embedding index once
 
