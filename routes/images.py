@@ -20,6 +20,7 @@ from routes.common import send_bytes
 from routes.common import uploaded_files
 from services import gallery as images_service
 from services import recognition
+from services import upload
 
 bp = Blueprint("images", __name__)
 
@@ -28,8 +29,8 @@ bp = Blueprint("images", __name__)
 def upload_image():
     """Upload one photo (field ``file``); faces are detected and assigned to persons."""
     album_id, section_id = form_id("album_id"), form_id("section_id")
-    upload = uploaded_files("file")[0]
-    result = images_service.upload_image(gallery(), upload.read(), upload.filename or "",
+    photo = uploaded_files("file")[0]
+    result = upload.upload_image(gallery(), photo.read(), photo.filename or "",
                                          album_id=album_id, section_id=section_id)
     message = "Image already uploaded" if result["duplicate"] else "Image uploaded successfully"
     return ok(result, message, 200 if result["duplicate"] else 201)
@@ -40,7 +41,7 @@ def upload_images():
     """Upload several photos (field ``files``); one bad file never fails the others."""
     album_id, section_id = form_id("album_id"), form_id("section_id")
     files = uploaded_files("files", "files[]", "file")
-    result = images_service.upload_batch(
+    result = upload.upload_batch(
         gallery(), [(f.filename or "", f.read()) for f in files],
         album_id=album_id, section_id=section_id)
     return ok(result, f"{result['successful_uploads']} of {result['total_images']} images "
@@ -50,7 +51,7 @@ def upload_images():
 @bp.post("/search-by-image")
 def search_by_image():
     """Find the persons whose faces match the faces of a photo; nothing is stored."""
-    upload = uploaded_files("file")[0]
+    photo = uploaded_files("file")[0]
     config = current_app.config
     tolerance = parse_float(request.form.get("tolerance", request.args.get("tolerance")),
                             "tolerance", config["FACE_RECOGNITION_TOLERANCE"], low=0.0, high=1.0)
@@ -59,7 +60,7 @@ def search_by_image():
     group_by = request.form.get("group_by", request.args.get("group_by", "person"))
     if group_by not in {"person", "face"}:
         raise ValidationError("'group_by' must be person or face", details={"field": "group_by"})
-    result = recognition.search_by_image(gallery(), upload.read(), tolerance=tolerance,
+    result = recognition.search_by_image(gallery(), photo.read(), tolerance=tolerance,
                                          limit=limit, group_by=group_by)
     return ok(result, f"{result['total_matches']} matches found")
 

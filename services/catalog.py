@@ -38,8 +38,9 @@ def clean_description(description: t.Any) -> str:
     return description
 
 
-def _ref(value: str) -> str | None:
-    # Unassigned references are stored as "" (null is not an indexable key); the API says null.
+def ref(value: str) -> str | None:
+    """A stored reference as the API shows it: unassigned is stored as "" (null is not an
+    indexable key on the embedded store) and shown as None."""
     return value or None
 
 
@@ -100,14 +101,14 @@ def section_view(store: Store, section: Doc) -> Doc:
         "_id": section["_id"],
         "name": section["name"],
         "description": section.get("description", ""),
-        "album_id": _ref(section.get("album_id", "")),
+        "album_id": ref(section.get("album_id", "")),
         "image_count": store.count_images_in("section_id", section["_id"]),
         "created_at": section["created_at"],
         "updated_at": section["updated_at"],
     }
 
 
-def _album_ref(store: Store, album_id: t.Any) -> str:
+def _albumref(store: Store, album_id: t.Any) -> str:
     if album_id is None or album_id == "":
         return ""
     if not isinstance(album_id, str):
@@ -121,7 +122,7 @@ def create_section(store: Store, name: t.Any, description: t.Any = None,
     moment = storage.now()
     section = {"_id": storage.new_id(), "name": clean_name(name),
                "description": clean_description(description),
-               "album_id": _album_ref(store, album_id),
+               "album_id": _albumref(store, album_id),
                "created_at": moment, "updated_at": moment}
     store.insert_section(section)
     return {"section_id": section["_id"], **section_view(store, section)}
@@ -141,7 +142,7 @@ def get_section(store: Store, section_id: str) -> Doc:
 def update_section(store: Store, section_id: str, changes: Doc) -> Doc:
     fields = _editable_fields(changes, {"name", "description", "album_id"})
     if "album_id" in fields:
-        fields["album_id"] = _album_ref(store, fields["album_id"])
+        fields["album_id"] = _albumref(store, fields["album_id"])
     return section_view(store, store.update_section(section_id, fields))
 
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hashlib
 import io
-import math
-import struct
 import typing as t
 import urllib.parse
 from collections.abc import Collection
@@ -21,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from PIL.ExifTags import GPS
-from PIL.ExifTags import IFD
-from PIL.ExifTags import Base
 
 import errors
+from services.exif import PILLOW_ERRORS
+from services.exif import read_exif
 
 __all__ = [
     "WEB_FORMATS",
@@ -51,10 +47,6 @@ WEB_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
 # What Pillow's plugins raise on malformed input (an unknown format is an OSError subclass).
 # Corrupt metadata is only a UserWarning, which arrives here as an exception where warnings
 # are errors (as under pytest); elsewhere Pillow warns and carries on.
-_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-                  struct.error, UserWarning, Image.DecompressionBombError,
-                  Image.DecompressionBombWarning)
-
 # EXIF orientation -> the transpose that shows the picture upright.
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -65,7 +57,6 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_EXIF_DATE_FORMATS = ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,7 +126,7 @@ def decode_upload(data: bytes, *, allowed_formats: Collection[str],
     if max_pixels is None:
         max_pixels = Image.MAX_IMAGE_PIXELS
     img = _open(data, pillow_formats(allowed), max_pixels, allowed=allowed)
-    exif = _read_exif(img)
+    exif = read_exif(img)
     rgb_img, has_alpha = _to_rgb(img)
     orientation = exif.get("orientation")
     if orientation in _UPRIGHT:
@@ -172,7 +163,7 @@ def _open(data: bytes, formats: Collection[str], max_pixels: int | None, *,
         raise errors.FileValidationError(
             "Image has too many pixels (possible decompression bomb)",
             details={"reason": str(err)}) from err
-    except _PILLOW_ERRORS as err:
+    except PILLOW_ERRORS as err:
         raise errors.FileValidationError("The image file is corrupt or unreadable",
                                          details={"reason": str(err)}) from err
     if reader.ran_out:
@@ -206,86 +197,6 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, bool]:
         return (img if mode == "RGB" else img.convert("RGB")), False
     except ValueError as err:
         raise errors.FileValidationError(f"Unsupported colour mode {mode}") from err
-
-
-def _read_exif(img: Image.Image) -> dict[str, t.Any]:
-    """The EXIF fields we keep, as plain JSON/BSON values; corrupt EXIF gives fewer keys."""
-    try:
-        exif = img.getexif()
-        sub = exif.get_ifd(IFD.Exif)
-        gps = exif.get_ifd(IFD.GPSInfo)
-    except _PILLOW_ERRORS:
-        return {}
-    found: dict[str, t.Any] = {}
-    date = sub.get(Base.DateTimeOriginal, exif.get(Base.DateTime))
-    if date is not None:
-        found["taken_at"] = _exif_datetime(date)
-    for key, tag in (("camera_make", Base.Make), ("camera_model", Base.Model)):
-        text = _exif_text(exif.get(tag))
-        if text:
-            found[key] = text
-    orientation = exif.get(Base.Orientation)
-    if isinstance(orientation, int):
-        found["orientation"] = int(orientation)
-    position = _exif_gps(gps)
-    if position is not None:
-        found["gps"] = position
-    width, height = sub.get(Base.ExifImageWidth), sub.get(Base.ExifImageHeight)
-    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-        found["width"], found["height"] = int(width), int(height)
-    return found
-
-
-def _exif_text(value: t.Any) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if not isinstance(value, str):
-        return None
-    return value.replace("\x00", "").strip() or None
-
-
-def _exif_datetime(value: t.Any) -> dt.datetime | None:
-    text = _exif_text(value)
-    if text is None:
-        return None
-    for fmt in _EXIF_DATE_FORMATS:
-        try:
-            return dt.datetime.strptime(text[:19], fmt)
-        except ValueError:
-            continue
-    return None
-
-
-def _exif_number(value: t.Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _exif_degrees(value: t.Any, ref: t.Any, negative: str, limit: float) -> float | None:
-    """Degrees/minutes/seconds rationals to signed decimal degrees."""
-    parts = value if isinstance(value, tuple) else (value,)
-    numbers = [_exif_number(part) for part in parts[:3]]
-    if not numbers or any(n is None for n in numbers):
-        return None
-    degrees = sum(n / 60**i for i, n in enumerate(t.cast(list[float], numbers)))
-    if _exif_text(ref) in (negative, negative.lower()):
-        degrees = -degrees
-    return degrees if abs(degrees) <= limit else None
-
-
-def _exif_gps(gps: dict[int, t.Any]) -> dict[str, float | None] | None:
-    latitude = _exif_degrees(gps.get(GPS.GPSLatitude), gps.get(GPS.GPSLatitudeRef), "S", 90)
-    longitude = _exif_degrees(gps.get(GPS.GPSLongitude), gps.get(GPS.GPSLongitudeRef), "W", 180)
-    if latitude is None or longitude is None:
-        return None
-    altitude = _exif_number(gps.get(GPS.GPSAltitude))
-    # AltitudeRef 1 means below sea level; writers store it as a byte or an int.
-    if altitude is not None and gps.get(GPS.GPSAltitudeRef) in (1, b"\x01"):
-        altitude = -altitude
-    return {"latitude": latitude, "longitude": longitude, "altitude": altitude}
 
 
 def resize_to_fit(rgb: RGB, max_dimension: int) -> tuple[RGB, float]:
@@ -331,7 +242,7 @@ def make_thumbnail(data: bytes, size: int, *, quality: int = 85) -> bytes:
     names = sorted(ext.lower() for ext in WEB_FORMATS)
     # draft() lets the JPEG decoder scale by 1/2..1/8 while decoding: big photos stay cheap.
     img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size)
-    orientation = _read_exif(img).get("orientation")
+    orientation = read_exif(img).get("orientation")
     flat, _ = _to_rgb(img)
     if orientation in _UPRIGHT:
         flat = flat.transpose(_UPRIGHT[orientation])
