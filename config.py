@@ -66,15 +66,6 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
-def _optional_int(low: int) -> Callable[[str], int | None]:
-    inner = _int_range(low)
-
-    def parse(raw: str) -> int | None:
-        return None if raw.strip() in {"", "0", "none"} else inner(raw)
-
-    return parse
-
-
 _EXTENSIONS = {"png", "jpg", "jpeg", "gif", "webp"}
 
 

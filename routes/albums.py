@@ -7,6 +7,8 @@ from flask import Blueprint
 from routes.common import gallery
 from routes.common import json_body
 from routes.common import ok
+from routes.common import optional_str
+from routes.common import require_str
 from services import catalog
 
 bp = Blueprint("albums", __name__)
@@ -22,7 +24,8 @@ def list_albums():
 def create_album():
     """Create an album (name 1-200 characters, optional description)."""
     body = json_body()
-    album = catalog.create_album(gallery().store, body.get("name"), body.get("description"))
+    album = catalog.create_album(gallery().store, require_str(body, "name"),
+                                 optional_str(body, "description"))
     return ok(album, "Album created successfully", 201)
 
 

@@ -89,6 +89,23 @@ def optional_str(body: dict[str, t.Any], field: str) -> str | None:
     return value
 
 
+def require_str_list(body: dict[str, t.Any], field: str) -> list[str]:
+    value = body.get(field)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValidationError(f"'{field}' must be a non-empty list of ids",
+                              details={"field": field})
+    return value
+
+
+def query_text(name: str, *, max_length: int = 200) -> str:
+    """A free-text query parameter; control characters and very long values are refused."""
+    value = request.args.get(name, "")
+    if len(value) > max_length or any(not ch.isprintable() for ch in value):
+        raise ValidationError(f"'{name}' must be at most {max_length} printable characters",
+                              details={"field": name})
+    return value
+
+
 def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     return parse_int(request.args.get(name), name, default, minimum=minimum, maximum=maximum)
 
@@ -184,7 +201,10 @@ def query_date(name: str, *, end_of_day: bool = False) -> datetime | None:
         raise ValidationError(f"'{name}' must be an ISO-8601 date such as 2024-06-30",
                               details={"field": name}) from None
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValidationError(f"'{name}' is out of range", details={"field": name}) from None
     if end_of_day and len(raw) == 10:
         value = value.replace(hour=23, minute=59, second=59, microsecond=999000)
     return value

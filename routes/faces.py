@@ -8,6 +8,8 @@ from routes.common import gallery
 from routes.common import json_body
 from routes.common import ok
 from routes.common import optional_json_body
+from routes.common import optional_str
+from routes.common import require_str
 from routes.common import send_bytes
 from services import people
 
@@ -30,8 +32,8 @@ def get_face(face_id: str):
 @bp.put("/<face_id>/move")
 def move_face(face_id: str):
     """Move a face to ``target_person_id``; it is then a manual assignment."""
-    body = json_body()
-    result = people.move_face(gallery().store, face_id, body.get("target_person_id"))
+    target = require_str(json_body(), "target_person_id")
+    result = people.move_face(gallery().store, face_id, target)
     message = "Face moved successfully"
     if result["source_person_deleted"]:
         message += "; the emptied person was deleted"
@@ -41,8 +43,8 @@ def move_face(face_id: str):
 @bp.put("/<face_id>/move-to-new")
 def move_face_to_new(face_id: str):
     """Move a face into a new person, named ``new_person_name`` or "Person N"."""
-    body = optional_json_body()
-    result = people.move_face_to_new(gallery().store, face_id, body.get("new_person_name"))
+    name = optional_str(optional_json_body(), "new_person_name")
+    result = people.move_face_to_new(gallery().store, face_id, name)
     message = "Face moved to a new person"
     if result["source_person_deleted"]:
         message += "; the emptied person was deleted"

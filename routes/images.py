@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from flask import current_app
 from flask import request
+from werkzeug.exceptions import MethodNotAllowed
 
 from errors import ValidationError
 from routes.common import form_id
@@ -81,6 +82,9 @@ def list_images():
 @bp.get("/<image_id>")
 def get_image(image_id: str):
     """One image with its faces, persons, album, section and EXIF data."""
+    if image_id == "search-by-image":
+        # The POST-only route's path would otherwise read as an (invalid) image id.
+        raise MethodNotAllowed(valid_methods=["POST"])
     return ok(images_service.get_image(gallery().store, image_id), "Image retrieved successfully")
 
 

@@ -9,6 +9,9 @@ from routes.common import gallery
 from routes.common import json_body
 from routes.common import ok
 from routes.common import pagination
+from routes.common import query_text
+from routes.common import require_str
+from routes.common import require_str_list
 from routes.common import send_bytes
 from services import people
 
@@ -21,7 +24,7 @@ def list_persons():
     limit, offset = pagination()
     result = people.list_persons(gallery().store, sort=request.args.get("sort", "face_count"),
                                  order=request.args.get("order") or None,
-                                 q=request.args.get("q", ""), limit=limit, offset=offset)
+                                 q=query_text("q"), limit=limit, offset=offset)
     return ok(result, "Persons retrieved successfully")
 
 
@@ -36,16 +39,16 @@ def get_person(person_id: str):
 @bp.put("/<person_id>/rename")
 def rename_person(person_id: str):
     """Rename a person (1-100 characters after trimming)."""
-    body = json_body()
-    return ok(people.rename_person(gallery().store, person_id, body.get("name")),
+    name = require_str(json_body(), "name")
+    return ok(people.rename_person(gallery().store, person_id, name),
               "Person renamed successfully")
 
 
 @bp.put("/<person_id>/merge")
 def merge_persons(person_id: str):
     """Move all faces of ``source_person_ids`` into this person and delete the sources."""
-    body = json_body()
-    result = people.merge_persons(gallery().store, person_id, body.get("source_person_ids"))
+    sources = require_str_list(json_body(), "source_person_ids")
+    result = people.merge_persons(gallery().store, person_id, sources)
     return ok(result, "Persons merged successfully")
 
 

@@ -8,6 +8,8 @@ from flask import request
 from routes.common import gallery
 from routes.common import json_body
 from routes.common import ok
+from routes.common import optional_str
+from routes.common import require_str
 from services import catalog
 
 bp = Blueprint("sections", __name__)
@@ -24,8 +26,9 @@ def list_sections():
 def create_section():
     """Create a section (name 1-200 characters, optional description and album_id)."""
     body = json_body()
-    section = catalog.create_section(gallery().store, body.get("name"), body.get("description"),
-                                     body.get("album_id"))
+    section = catalog.create_section(gallery().store, require_str(body, "name"),
+                                     optional_str(body, "description"),
+                                     optional_str(body, "album_id"))
     return ok(section, "Section created successfully", 201)
 
 

@@ -75,7 +75,7 @@ def list_albums(store: Store) -> Doc:
 
 def get_album(store: Store, album_id: str) -> Doc:
     album = album_view(store, store.get_album(album_id))
-    album["sections"] = [section_view(store, s) for s in store.list_sections(album_id)]
+    album["sections"] = [section_view(store, s) for s in store.list_sections(album["_id"])]
     return album
 
 
@@ -87,7 +87,7 @@ def update_album(store: Store, album_id: str, changes: Doc) -> Doc:
 
 def delete_album(store: Store, album_id: str) -> Doc:
     """Delete an album; its images and sections stay, unassigned from it."""
-    store.get_album(album_id)
+    album_id = store.get_album(album_id)["_id"]
     sections = [s["_id"] for s in store.list_sections(album_id)]
     unassigned = store.delete_album(album_id)
     return {"deleted_album_id": album_id, "images_unassigned": unassigned,
@@ -108,7 +108,7 @@ def section_view(store: Store, section: Doc) -> Doc:
     }
 
 
-def _albumref(store: Store, album_id: t.Any) -> str:
+def _album_ref(store: Store, album_id: t.Any) -> str:
     if album_id is None or album_id == "":
         return ""
     if not isinstance(album_id, str):
@@ -122,7 +122,7 @@ def create_section(store: Store, name: t.Any, description: t.Any = None,
     moment = storage.now()
     section = {"_id": storage.new_id(), "name": clean_name(name),
                "description": clean_description(description),
-               "album_id": _albumref(store, album_id),
+               "album_id": _album_ref(store, album_id),
                "created_at": moment, "updated_at": moment}
     store.insert_section(section)
     return {"section_id": section["_id"], **section_view(store, section)}
@@ -130,7 +130,7 @@ def create_section(store: Store, name: t.Any, description: t.Any = None,
 
 def list_sections(store: Store, album_id: str | None = None) -> Doc:
     if album_id is not None:
-        store.get_album(album_id)
+        album_id = store.get_album(album_id)["_id"]
     sections = [section_view(store, s) for s in store.list_sections(album_id)]
     return {"sections": sections, "total": len(sections)}
 
@@ -140,26 +140,36 @@ def get_section(store: Store, section_id: str) -> Doc:
 
 
 def update_section(store: Store, section_id: str, changes: Doc) -> Doc:
+    """Change name, description or album; a section moved to another album takes its
+    images along (they stay in the section)."""
     fields = _editable_fields(changes, {"name", "description", "album_id"})
     if "album_id" in fields:
-        fields["album_id"] = _albumref(store, fields["album_id"])
-    return section_view(store, store.update_section(section_id, fields))
+        fields["album_id"] = _album_ref(store, fields["album_id"])
+    section = store.update_section(section_id, fields)
+    if fields.get("album_id"):
+        store.refile_section_images(section["_id"], fields["album_id"])
+    return section_view(store, section)
 
 
 def delete_section(store: Store, section_id: str) -> Doc:
     """Delete a section; its images stay, unassigned from it."""
-    store.get_section(section_id)
+    section_id = store.get_section(section_id)["_id"]
     return {"deleted_section_id": section_id,
             "images_unassigned": store.delete_section(section_id)}
 
 
-def _editable_fields(changes: Doc, allowed: set[str]) -> Doc:
+def check_fields(changes: Doc, allowed: set[str]) -> None:
+    """400 for an empty update or a field that cannot be changed."""
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValidationError(f"Unknown field(s): {', '.join(unknown)}",
                               details={"allowed": sorted(allowed)})
     if not changes:
         raise ValidationError(f"Nothing to update: send one of {', '.join(sorted(allowed))}")
+
+
+def _editable_fields(changes: Doc, allowed: set[str]) -> Doc:
+    check_fields(changes, allowed)
     fields: Doc = {}
     if "name" in changes:
         fields["name"] = clean_name(changes["name"])

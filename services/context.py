@@ -70,7 +70,7 @@ class Gallery:
 
             # Uploads a killed worker left pending are undone once per process.
             report = people.repair(store)
-            if report["uploads_undone"] or report["deletes_finished"]:
+            if any(report.values()):
                 log.warning("repaired half-written work: %s", report)
         return store
 
@@ -97,6 +97,10 @@ class Gallery:
     @property
     def index(self) -> FaceIndex:
         """This process's embedding index, brought up to date with the database."""
+        return self.sync_index()
+
+    def sync_index(self) -> FaceIndex:
+        """Create this process's embedding index if needed and apply what changed since."""
         with self._lock:
             self._check_fork()
             if self._index is None:

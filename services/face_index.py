@@ -212,18 +212,23 @@ class FaceIndex:
             # |x - q|^2 = |x|^2 + |q|^2 - 2 x.q : one matrix-vector product over all faces.
             squared = self._norms[: self._size] + float(q @ q) - 2.0 * (
                 self._matrix[: self._size] @ q)
-            distances = np.sqrt(np.maximum(squared, 0.0))
-            candidates = np.flatnonzero(distances <= max_distance)
-            if limit is not None and len(candidates) > limit:
-                part = np.argpartition(distances[candidates], limit - 1)[:limit]
-                candidates = candidates[part]
-            order = candidates[np.argsort(distances[candidates], kind="stable")]
+            rough = np.sqrt(np.maximum(squared, 0.0))
+            # The float32 shortcut is off by up to ~1e-3: take a margin, then measure the
+            # candidates exactly, so an identical face is at 0 and the boundary is exact.
+            rows = np.flatnonzero(rough <= max_distance + 2e-3)
+            query64 = q.astype(np.float64)
+            exact = np.linalg.norm(self._matrix[rows].astype(np.float64) - query64, axis=1)
+            keep = exact <= max_distance
+            rows, exact = rows[keep], exact[keep]
+            order = np.argsort(exact, kind="stable")
+            if limit is not None:
+                order = order[:limit]
             hits = []
-            for row in order:
+            for row, distance in zip(rows[order], exact[order], strict=True):
                 face_id = self._face_ids[row]
                 if face_id is not None:
                     hits.append((face_id, self._person_ids[row], self._image_ids[row],
-                                 float(distances[row])))
+                                 float(distance)))
             return hits
 
     def memory_bytes(self) -> int:

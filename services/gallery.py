@@ -11,6 +11,7 @@ from datetime import datetime
 
 from errors import DocumentNotFoundError
 from errors import ValidationError
+from services import catalog
 from services import images as imaging
 from services import people
 from services import storage
@@ -83,12 +84,9 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
     if date_from or date_to:
         if date_from and date_to and date_from > date_to:
             raise ValidationError("'date_from' must not be after 'date_to'")
-        bounds: Doc = {}
-        if date_from:
-            bounds["$gte"] = date_from
-        if date_to:
-            bounds["$lte"] = date_to
-        query["photo_date"] = bounds
+        # Both bounds always: the embedded store narrows by an index only on a closed range.
+        query["photo_date"] = {"$gte": date_from or datetime(1, 1, 1),
+                               "$lte": date_to or datetime(9999, 12, 31)}
     if person_id:
         page, total = _images_of_person(store, store.get_person(person_id)["_id"], query,
                                         limit, offset)
@@ -167,36 +165,44 @@ def image_thumbnail(store: Store, image_id: str, size: int) -> tuple[bytes, str,
 # -- changing -----------------------------------------------------------------------------
 
 def update_image(store: Store, image_id: str, changes: Doc) -> Doc:
-    """Move an image between albums and sections; null unassigns."""
-    allowed = {"album_id", "section_id", "filename"}
-    unknown = sorted(set(changes) - allowed)
-    if unknown:
-        raise ValidationError(f"Unknown field(s): {', '.join(unknown)}",
-                              details={"allowed": sorted(allowed)})
-    if not changes:
-        raise ValidationError("Nothing to update: send album_id, section_id or filename")
+    """File an image into albums and sections (null unassigns) or rename its file.
+
+    A section chosen alone brings its album; an album chosen alone drops a section that
+    belongs to another album.
+    """
+    catalog.check_fields(changes, {"album_id", "section_id", "filename"})
     image = store.get_image(image_id)
+    fields: Doc = {"updated_at": storage.now()}
+    if "album_id" in changes or "section_id" in changes:
+        fields["album_id"], fields["section_id"] = _refile(store, image, changes)
+    if "filename" in changes:
+        if not isinstance(changes["filename"], str) or not changes["filename"].strip():
+            raise ValidationError("'filename' must be a non-empty string",
+                                  details={"field": "filename"})
+        fields["filename"] = clean_filename(changes["filename"])
+    store.set_image_fields(image["_id"], fields)
+    return get_image(store, image["_id"])
+
+
+def _refile(store: Store, image: Doc, changes: Doc) -> tuple[str, str]:
     for field in ("album_id", "section_id"):
         value = changes.get(field)
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"'{field}' must be a string or null", details={"field": field})
     album_id = changes["album_id"] if "album_id" in changes else image["album_id"]
     section_id = changes["section_id"] if "section_id" in changes else image["section_id"]
-    if "album_id" not in changes and section_id and "section_id" in changes:
-        # Choosing only a section files the image in that section's album, if it has one.
+    if "album_id" not in changes and section_id:
         album_id = store.get_section(section_id).get("album_id") or album_id
-    album, section = resolve_filing(store, album_id or None, section_id or None)
-    fields: Doc = {"album_id": album, "section_id": section, "updated_at": storage.now()}
-    if "filename" in changes:
-        if not isinstance(changes["filename"], str) or not changes["filename"].strip():
-            raise ValidationError("'filename' must be a non-empty string")
-        fields["filename"] = clean_filename(changes["filename"])
-    store.set_image_fields(image["_id"], fields)
-    return get_image(store, image["_id"])
+    if "section_id" not in changes and section_id:
+        owner = store.get_section(section_id).get("album_id", "")
+        if owner and owner != (album_id or ""):
+            section_id = ""
+    return resolve_filing(store, album_id or None, section_id or None)
 
 
 def delete_image(store: Store, image_id: str) -> Doc:
     """Delete an image with its faces; persons left without faces are deleted too."""
+    people.refuse_during_recluster(store)
     image = store.get_image(image_id, ready_only=False)
     if image.get("status") == "pending":
         raise DocumentNotFoundError.for_id("Image", image_id)

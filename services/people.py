@@ -13,11 +13,14 @@ from collections.abc import Iterable
 
 from errors import ConflictError
 from errors import ValidationError
+from services import catalog
 from services import images as imaging
 from services import storage
 from services.storage import Store
 
 MAX_PERSON_NAME = 100
+#: Held while every face is re-clustered; hand corrections wait for it (409 meanwhile).
+RECLUSTER_LOCK = "recluster"
 PERSON_SORTS = {"name", "created_at", "face_count"}
 
 Doc = dict[str, t.Any]
@@ -64,13 +67,8 @@ def person_summary(person: Doc) -> Doc:
 
 
 def clean_person_name(name: t.Any) -> str:
-    if not isinstance(name, str):
-        raise ValidationError("'name' is required and must be a string", details={"field": "name"})
-    name = name.strip()
-    if not 0 < len(name) <= MAX_PERSON_NAME:
-        raise ValidationError(f"'name' must be 1-{MAX_PERSON_NAME} characters after trimming",
-                              details={"field": "name", "length": len(name)})
-    return name
+    """A person's display name: trimmed, 1-100 characters."""
+    return catalog.clean_name(name, max_length=MAX_PERSON_NAME)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -136,11 +134,21 @@ def face_crop(store: Store, face_id: str) -> tuple[bytes, str, str]:
 def person_thumbnail(store: Store, person_id: str) -> tuple[bytes, str, str]:
     """The crop of the person's best-quality face."""
     person = store.get_person(person_id)
-    face_id = person.get("thumbnail_face_id") or _best_face(store, person["_id"])
+    face_id = person.get("thumbnail_face_id")
+    if not face_id:
+        best = _best_face(store, person["_id"])
+        face_id = best["_id"] if best else ""
     return face_crop(store, face_id)
 
 
 # -- changing -----------------------------------------------------------------------------
+
+def refuse_during_recluster(store: Store) -> None:
+    """409 while a re-clustering runs: it rewrites faces from what it read at its start."""
+    if store.lock_holder(RECLUSTER_LOCK) is not None:
+        raise ConflictError("Faces are being re-clustered; retry in a few seconds",
+                            details={"retry_after_seconds": 5})
+
 
 def rename_person(store: Store, person_id: str, name: t.Any) -> Doc:
     """Give a person a display name; returns the old and new names."""
@@ -154,6 +162,7 @@ def rename_person(store: Store, person_id: str, name: t.Any) -> Doc:
 
 def move_face(store: Store, face_id: str, target_person_id: str) -> Doc:
     """Move a face to another person by hand; the face is marked manual."""
+    refuse_during_recluster(store)
     face = store.get_face(face_id)
     target = store.get_person(target_person_id)
     if target["_id"] == face["person_id"]:
@@ -167,6 +176,7 @@ def move_face(store: Store, face_id: str, target_person_id: str) -> Doc:
 
 def move_face_to_new(store: Store, face_id: str, name: t.Any = None) -> Doc:
     """Move a face into a new person (named, or "Person N")."""
+    refuse_during_recluster(store)
     face = store.get_face(face_id)
     clean = clean_person_name(name) if name is not None else None
     person = new_person_doc(store, name=clean)
@@ -184,6 +194,7 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
             isinstance(s, str) for s in source_ids):
         raise ValidationError("'source_person_ids' must be a non-empty list of ids",
                               details={"field": "source_person_ids"})
+    refuse_during_recluster(store)
     target = store.get_person(target_id)
     sources = [store.get_person(s) for s in dict.fromkeys(source_ids)]
     if any(s["_id"] == target["_id"] for s in sources):
@@ -242,19 +253,17 @@ def _settle_person(store: Store, person_id: str, *, left_face_id: str = "",
     return False
 
 
-def _best_face(store: Store, person_id: str) -> str:
+def _best_face(store: Store, person_id: str) -> Doc | None:
     faces = store.faces_of_person(person_id, projection={"quality_score": 1, "image_seq": 1})
-    if not faces:
-        return ""
-    return max(faces, key=lambda f: (f.get("quality_score") or 0.0, f["_id"]))["_id"]
+    return best_face(faces) if faces else None
 
 
 def refresh_thumbnail(store: Store, person_id: str) -> None:
     """Make the person's best-quality face its thumbnail."""
-    face_id = _best_face(store, person_id)
-    quality = store.get_face(face_id).get("quality_score", 0.0) if face_id else -1.0
-    store.set_person_fields(person_id, {"thumbnail_face_id": face_id,
-                                        "thumbnail_quality": quality})
+    best = _best_face(store, person_id)
+    store.set_person_fields(person_id, {
+        "thumbnail_face_id": best["_id"] if best else "",
+        "thumbnail_quality": quality_of(best) if best else -1.0})
 
 
 # -- removing images ----------------------------------------------------------------------
@@ -291,21 +300,48 @@ def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
         recount_person(store, person_id)
 
 
+def restore_person(store: Store, person_id: str) -> None:
+    """Recreate a deleted person that faces still point at (a race with its deletion)."""
+    faces = store.faces_of_person(person_id, projection=_COUNT_FIELDS)
+    if not faces:
+        return
+    person = new_person_doc(store)
+    person["_id"] = person_id
+    person.update(_counts(faces))
+    try:
+        store.insert_persons([person])
+    except storage.DuplicateKeyError:
+        recount_person(store, person_id)
+
+
+def _counts(faces: list[Doc]) -> Doc:
+    best = best_face(faces)
+    return {"face_count": len(faces), "image_count": len({f["image_id"] for f in faces}),
+            "manual_face_count": sum(1 for f in faces if f.get("is_manual_assignment")),
+            "thumbnail_face_id": best["_id"], "thumbnail_quality": quality_of(best)}
+
+
+def best_face(faces: list[Doc]) -> Doc:
+    """The face with the highest quality score (ties: the larger id, i.e. the newer)."""
+    return max(faces, key=lambda f: (quality_of(f), f["_id"]))
+
+
+def quality_of(face: Doc) -> float:
+    return float(face.get("quality_score") or 0.0)
+
+
+_COUNT_FIELDS = {"image_id": 1, "is_manual_assignment": 1, "quality_score": 1, "image_seq": 1}
+
+
 def recount_person(store: Store, person_id: str) -> None:
     """Set a person's counters from its faces (the source of truth); delete it if empty."""
-    faces = store.faces_of_person(person_id, projection={
-        "image_id": 1, "is_manual_assignment": 1, "quality_score": 1, "image_seq": 1})
+    faces = store.faces_of_person(person_id, projection=_COUNT_FIELDS)
     if not faces:
         store.delete_person(person_id)
         return
     if store.find_person(person_id) is None:
         return
-    best = max(faces, key=lambda f: (f.get("quality_score") or 0.0, f["_id"]))
-    store.set_person_fields(person_id, {
-        "face_count": len(faces), "image_count": len({f["image_id"] for f in faces}),
-        "manual_face_count": sum(1 for f in faces if f.get("is_manual_assignment")),
-        "thumbnail_face_id": best["_id"], "thumbnail_quality": best.get("quality_score", 0.0),
-    })
+    store.set_person_fields(person_id, _counts(faces))
 
 
 def repair(store: Store, *, stale_after_seconds: float = 600.0) -> Doc:
@@ -326,4 +362,5 @@ def repair(store: Store, *, stale_after_seconds: float = 600.0) -> Doc:
     for image in store.images_with_status("deleting"):
         remove_image(store, image["_id"])
         finished.append(image["_id"])
-    return {"uploads_undone": undone, "deletes_finished": finished}
+    return {"uploads_undone": undone, "deletes_finished": finished,
+            "image_numbers_recovered": store.fill_image_gaps()}

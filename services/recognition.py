@@ -32,7 +32,7 @@ Doc = dict[str, t.Any]
 
 #: The distance at which dlib's face model was calibrated to tell people apart.
 MODEL_THRESHOLD = 0.6
-RECLUSTER_LOCK = "recluster"
+RECLUSTER_LOCK = people.RECLUSTER_LOCK
 RECLUSTER_LOCK_TTL = 1800.0
 
 
@@ -128,7 +128,7 @@ def recluster(gallery: Gallery, *, eps: float, min_samples: int,
                                    preserve_manual=preserve_manual)
     finally:
         store.release_lock(RECLUSTER_LOCK, holder)
-    gallery.index  # noqa: B018 - reload this worker's index now, not on the next request
+    gallery.sync_index()  # reload this worker's index now, not on the next request
     return result
 
 
@@ -165,6 +165,7 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
                   for k, x in enumerate(fresh)}
     targets = [pinned or owners.get(x) or new_people[x]["_id"]
                for x, pinned in zip(labels, fixed, strict=True)]
+    _keep_one_face_per_photo(store, faces, targets, fixed, new_people)
 
     moves = [(f, t) for f, t in zip(faces, targets, strict=True) if f["person_id"] != t]
     incoming: dict[str, list[Doc]] = defaultdict(list)
@@ -174,10 +175,10 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     for person in new_people.values():
         # Written complete: every face of a new person arrives by this re-clustering.
         own = incoming[person["_id"]]
-        best = max(own, key=_quality)
+        best = people.best_face(own)
         person.update(face_count=len(own), image_count=len(own),
                       manual_face_count=0,
-                      thumbnail_face_id=best["_id"], thumbnail_quality=_quality(best)[0])
+                      thumbnail_face_id=best["_id"], thumbnail_quality=people.quality_of(best))
     thumbnails = {p["_id"]: p for p in store.iter_persons(
         {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
     store.insert_persons(list(new_people.values()))
@@ -200,9 +201,9 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         elif person_id not in kept or thumbnail.get("thumbnail_face_id") in moved:
             people.refresh_thumbnail(store, person_id)
         elif incoming[person_id]:
-            best = max(incoming[person_id], key=_quality)
-            if _quality(best)[0] > thumbnail.get("thumbnail_quality", -1.0):
-                store.offer_thumbnail(person_id, best["_id"], _quality(best)[0])
+            best = people.best_face(incoming[person_id])
+            if people.quality_of(best) > thumbnail.get("thumbnail_quality", -1.0):
+                store.offer_thumbnail(person_id, best["_id"], people.quality_of(best))
     # An old person that kept no cluster was merged into the cluster holding most of it.
     merged = sum(1 for persons in absorbed.values() for p in persons if p in deleted)
     return _recluster_result(
@@ -212,9 +213,26 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         persons_total=len(set(targets)), eps=eps, min_samples=min_samples)
 
 
-def _quality(face: Doc) -> tuple[float, str]:
-    """Thumbnail order, as ``people.refresh_thumbnail``: best quality, then the larger id."""
-    return face.get("quality_score") or 0.0, face["_id"]
+def _keep_one_face_per_photo(store: Store, faces: list[Doc], targets: list[str],
+                             fixed: list[str | None], new_people: dict[int, Doc]) -> None:
+    """Send a face that would share a person with another face of its photo to a new person.
+
+    Clusters never hold two faces of one photo, but a person can end with two clusters' worth
+    of faces: its manual faces stay where the user put them while a cluster it wins by
+    majority brings faces of the same photos. The face that keeps its current person (or is
+    manual) stays; the other gets a person of its own.
+    """
+    owner: dict[tuple[str, str], int] = {}
+    order = sorted(range(len(faces)), key=lambda i: (
+        fixed[i] is None, faces[i]["person_id"] != targets[i]))
+    for i in order:
+        key = (targets[i], faces[i]["image_id"])
+        if key not in owner:
+            owner[key] = i
+            continue
+        person = people.new_person_doc(store)
+        new_people[-1 - len(new_people)] = person
+        targets[i] = person["_id"]
 
 
 def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) -> None:

@@ -178,7 +178,17 @@ class Store:
             db.image_gaps.create_index("seq")
             db.persons.create_index("name_lc")
             db.sections.create_index("album_id")
+            if self.backend == "embedded":
+                self._warm_up()
             self._indexes_ready = True
+
+    def _warm_up(self) -> None:
+        # The embedded store builds the keys of a date index on its first read, holding the
+        # write lock (seconds at 100k documents): pay that at start-up, not in a request.
+        early, late = datetime(1, 1, 2), datetime(9999, 12, 30)
+        self.db.images.find_one({"photo_date": {"$gte": early, "$lte": late}})
+        self.db.images.find_one({"album_id": "", "created_at": {"$gte": early, "$lte": late}})
+        self.db.faces.find_one({"person_id": "", "created_at": {"$gte": early, "$lte": late}})
 
     def close(self) -> None:
         # tinymongo turns unknown attributes into collections: its client is ``_client``.
@@ -274,6 +284,12 @@ class Store:
     def update_section(self, section_id: str, fields: Doc) -> Doc:
         return self._update_returning("sections", section_id, "Section", fields)
 
+    def refile_section_images(self, section_id: str, album_id: str) -> int:
+        """Put a section's images in the album the section moved to."""
+        return self.db.images.update_many(
+            {"section_id": section_id},
+            {"$set": {"album_id": album_id, "updated_at": now()}}).modified_count
+
     def delete_section(self, section_id: str) -> int:
         unassigned = self.db.images.update_many(
             {"section_id": section_id}, {"$set": {"section_id": "", "updated_at": now()}}
@@ -282,7 +298,7 @@ class Store:
         return unassigned
 
     def _update_returning(self, collection: str, doc_id: str, kind: str, fields: Doc) -> Doc:
-        check_id(doc_id, f"{kind.lower()}_id")
+        doc_id = check_id(doc_id, f"{kind.lower()}_id")
         doc = self.db[collection].find_one_and_update(
             {"_id": doc_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
         )
@@ -295,18 +311,18 @@ class Store:
 
     # -- images -------------------------------------------------------------------------
 
-    def claim_hash(self, sha256: str, image_id: str) -> str | None:
-        """Record ``sha256`` for ``image_id``; returns the image already holding it, if any."""
+    def claim_hash(self, sha256: str, image_id: str) -> bool:
+        """Record ``sha256`` for ``image_id``; False when another image holds it already."""
         try:
-            self._insert("image_hashes", {"_id": sha256, "image_id": image_id})
-            return None
+            self._insert("image_hashes", {"_id": sha256, "image_id": image_id,
+                                          "claimed_at": now()})
+            return True
         except DuplicateKeyError:
-            doc = self.db.image_hashes.find_one({"_id": sha256})
-            return doc["image_id"] if doc else None
+            return False
 
-    def hash_holder(self, sha256: str) -> str | None:
-        doc = self.db.image_hashes.find_one({"_id": sha256})
-        return doc["image_id"] if doc else None
+    def hash_claim(self, sha256: str) -> Doc | None:
+        """``{image_id, claimed_at}`` of the image holding these bytes, if any."""
+        return self.db.image_hashes.find_one({"_id": sha256})
 
     def release_hash(self, sha256: str, image_id: str) -> None:
         # An _id-only filter: {"_id", "image_id"} makes the embedded store scan every hash.
@@ -381,6 +397,24 @@ class Store:
         except DuplicateKeyError:
             pass
 
+    def fill_image_gaps(self, *, in_flight: int = 100) -> int:
+        """Record as gaps the seq numbers no image holds (an upload killed between reserving
+        its number and writing the image); returns how many were found.
+
+        Cheap when nothing is missing (two counts); the newest ``in_flight`` numbers are left
+        alone, as uploads may still be writing them.
+        """
+        top = self.counter("images")
+        known = self.db.images.count_documents({}) + self.db.image_gaps.count_documents({})
+        if known >= top:
+            return 0
+        used = {d.get("seq") for d in self.db.images.find({}, {"seq": 1})}
+        used |= {d.get("seq") for d in self.db.image_gaps.find({}, {"seq": 1})}
+        missing = [n for n in range(1, top - in_flight + 1) if n not in used]
+        for number in missing:
+            self.record_image_gap(f"seq:{number}", number)
+        return len(missing)
+
     def delete_image_docs(self, image: Doc) -> None:
         """Remove an image's blob, hash, and metadata (its faces must be gone already)."""
         self.record_image_gap(image["_id"], int(image.get("seq", 0)))
@@ -391,10 +425,6 @@ class Store:
 
     def images_with_status(self, status: str) -> list[Doc]:
         return list(self.db.images.find({"status": status}))
-
-    def iter_images(self, query: Doc, projection: Mapping[str, int] | None = None
-                    ) -> Iterator[Doc]:
-        return iter(self.db.images.find(query, projection))
 
     # -- faces --------------------------------------------------------------------------
 
@@ -494,7 +524,7 @@ class Store:
 
     def set_person_fields(self, person_id: str, fields: Doc) -> Doc:
         """Set fields; returns the document as it was before."""
-        check_id(person_id, "person_id")
+        person_id = check_id(person_id, "person_id")
         doc = self.db.persons.find_one_and_update(
             {"_id": person_id}, {"$set": fields}, return_document=ReturnDocument.BEFORE
         )
@@ -503,10 +533,11 @@ class Store:
         return doc
 
     def adjust_person_counts(self, person_id: str, faces: int, images: int,
-                             manual: int = 0) -> None:
-        self.db.persons.update_one({"_id": person_id}, {"$inc": {
+                             manual: int = 0) -> bool:
+        """Change a person's counters; False when the person no longer exists."""
+        return self.db.persons.update_one({"_id": person_id}, {"$inc": {
             "face_count": faces, "image_count": images, "manual_face_count": manual,
-        }, "$set": {"updated_at": now()}})
+        }, "$set": {"updated_at": now()}}).matched_count > 0
 
     def offer_thumbnail(self, person_id: str, face_id: str, quality: float) -> None:
         """Make ``face_id`` the person's thumbnail if it beats the current one.
@@ -578,9 +609,17 @@ class Store:
         return str(doc["token"]) if doc else ""
 
     def new_epoch(self) -> str:
+        """Make every worker reload its embedding index; the change log so far is then moot."""
+        logged = self.counter("face_changes")
         token = new_id()
         self.db.counters.update_one({"_id": "epoch"}, {"$set": {"token": token}}, upsert=True)
+        if logged:
+            self.db.face_changes.delete_many({"seq": {"$lte": logged}})
         return token
+
+    def lock_holder(self, name: str) -> str | None:
+        doc = self.db.locks.find_one({"_id": name})
+        return doc["holder"] if doc else None
 
     def reset(self) -> dict[str, int]:
         """Delete every document of every gallery collection; returns counts removed."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from errors import ConflictError
 from errors import DatabaseConnectionError
+from errors import FileSizeError
 from errors import GalleryError
 from services import clustering
 from services import images as imaging
@@ -31,6 +32,13 @@ from services.gallery import resolve_filing
 from services.storage import Store
 
 log = logging.getLogger(__name__)
+
+#: MongoDB's document limit is 16 MB; the embedded stores do not enforce it, so we do.
+MAX_BLOB_BYTES = 15 * 2**20
+#: How long an upload waits for a twin upload of the same bytes to finish.
+WAIT_FOR_TWIN_SECONDS = 15.0
+#: A hash claim older than this whose image never became ready was left by a crash.
+STALE_CLAIM_SECONDS = 600.0
 
 Doc = dict[str, t.Any]
 
@@ -74,13 +82,20 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
         _stack([face.encoding for face in found]), embeddings, person_ids,
         tolerance=settings["FACE_RECOGNITION_TOLERANCE"])
 
+    blob_uri = imaging.data_uri(stored, mime_type)
+    if len(blob_uri) > MAX_BLOB_BYTES:
+        raise FileSizeError(
+            f"The image to store is {len(blob_uri) // 2**20} MB as a data URI, over the "
+            f"{MAX_BLOB_BYTES // 2**20} MB a database document holds; "
+            "enable IMAGE_COMPRESSION or upload a smaller file",
+            details={"stored_bytes": len(blob_uri)})
+
     image_id = storage.new_id()
-    holder = store.claim_hash(sha256, image_id)
-    while holder is not None:
+    while not store.claim_hash(sha256, image_id):
+        # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
         existing = _existing_image(store, sha256)
         if existing is not None:
             return _duplicate_result(store, existing, started)
-        holder = store.claim_hash(sha256, image_id)
 
     moment = storage.now()
     taken_at = decoded.exif.get("taken_at")
@@ -96,14 +111,14 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
     }
     touched: list[str] = [p for p, _ in choices if p is not None]
     try:
-        store.insert_image(image_doc, {
-            "_id": image_id, "mime_type": mime_type,
-            "original_image_base64": imaging.data_uri(stored, mime_type)})
+        store.insert_image(image_doc, {"_id": image_id, "mime_type": mime_type,
+                                       "original_image_base64": blob_uri})
         faces = _write_faces(store, image_doc, found, crops, choices, box_scale, touched)
         store.set_image_fields(image_id, {"status": "ready"})
     except BaseException:
         log.exception("upload of %s failed; removing what was written", filename)
         people.undo_upload(store, image_id, touched)
+        store.record_image_gap(image_id, image_doc["seq"])
         store.release_hash(sha256, image_id)
         raise
     index.sync(store)
@@ -154,18 +169,27 @@ def _stack(vectors: list[t.Any]) -> t.Any:
 
 
 def _existing_image(store: Store, sha256: str) -> Doc | None:
-    """The ready image holding these bytes; clears a claim left by a failed upload."""
-    holder = store.hash_holder(sha256)
-    if holder is None:
-        return None
-    image = store.find_image(holder)
-    if image is not None and image.get("status") == "ready":
-        return image
-    if image is None:
-        store.release_hash(sha256, holder)
-        return None
-    raise ConflictError("The same photo is being uploaded right now; retry in a moment",
-                        details={"image_id": holder})
+    """The ready image holding these bytes, or None when no live upload holds them.
+
+    An upload of the same bytes still in flight is waited for (a few seconds); a claim left
+    by a crashed upload (older than ``STALE_CLAIM_SECONDS``) is cleared.
+    """
+    deadline = time.monotonic() + WAIT_FOR_TWIN_SECONDS
+    while True:
+        claim = store.hash_claim(sha256)
+        if claim is None:
+            return None
+        image = store.find_image(claim["image_id"])
+        if image is not None and image.get("status") == "ready":
+            return image
+        claimed_at = claim.get("claimed_at") or datetime(1970, 1, 1)
+        if (storage.now() - claimed_at).total_seconds() > STALE_CLAIM_SECONDS:
+            store.release_hash(sha256, claim["image_id"])
+            return None
+        if time.monotonic() > deadline:
+            raise ConflictError("The same photo is being uploaded right now; retry in a moment",
+                                details={"image_id": claim["image_id"]})
+        time.sleep(0.2)
 
 
 def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
@@ -228,8 +252,12 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
     store.insert_persons(new_persons)
     store.insert_faces(face_docs, crop_docs)
     for person_id, quality, face_id in existing:
-        store.adjust_person_counts(person_id, 1, 1)
-        store.offer_thumbnail(person_id, face_id, quality)
+        if store.adjust_person_counts(person_id, 1, 1):
+            store.offer_thumbnail(person_id, face_id, quality)
+        else:
+            # The person was emptied and deleted since the index was read: bring it back
+            # around the face that now points at it.
+            people.restore_person(store, person_id)
     names = people.person_names(store, {r["person_id"] for r in results})
     for result in results:
         result["person_name"] = names.get(result["person_id"])

@@ -448,3 +448,143 @@ def test_repair_undoes_an_upload_a_crash_left_pending(store):
     check_invariants(store)
     assert [p["_id"] for p in persons(client)] == [kept["faces"][0]["person_id"]]
     assert upload(client, photos.hopper_jpeg())["duplicate"] is False
+
+
+def test_failed_upload_keeps_deep_pages_right(store):
+    """A failure after the image's number was taken leaves a gap that paging skips."""
+    from app import create_app
+    from tests.conftest import BASE_CONFIG
+
+    client = create_app(dict(BASE_CONFIG), store=store, environ={}).test_client()
+    first = upload(client, photos.astronaut_jpeg())
+    broken = create_app(dict(BASE_CONFIG), store=_FailingStore(store, "insert_image"),
+                        environ={})
+    failed = broken.test_client().post("/images/upload", data={
+        "file": (io.BytesIO(photos.group_photo()), "g.jpg")}, content_type="multipart/form-data")
+    assert failed.status_code == 500
+    second = upload(client, photos.hopper_jpeg())
+    third = upload(client, photos.blank_jpeg())
+    ids = [third["image_id"], second["image_id"], first["image_id"]]
+    for offset, expected in enumerate(ids):
+        page = client.get(f"/images/?limit=1&offset={offset}").json["data"]
+        assert [i["_id"] for i in page["images"]] == [expected] and page["total"] == 3
+
+
+def test_repair_records_numbers_a_crash_left_unused(store):
+    from app import create_app
+    from services import people
+    from tests.conftest import BASE_CONFIG
+
+    client = create_app(dict(BASE_CONFIG), store=store, environ={}).test_client()
+    first = upload(client, photos.astronaut_jpeg())
+    for _ in range(3):
+        store.next_seq("images")  # numbers reserved by uploads that died before writing
+    second = upload(client, photos.hopper_jpeg())
+    assert people.repair(store)["image_numbers_recovered"] == 0  # too recent to tell
+    assert store.fill_image_gaps(in_flight=0) == 3
+    page = client.get("/images/?limit=1&offset=1").json["data"]
+    assert [i["_id"] for i in page["images"]] == [first["image_id"]]
+    assert client.get("/images/?limit=1").json["data"]["images"][0]["_id"] == second["image_id"]
+
+
+def test_uppercase_ids_name_the_same_documents(client):
+    album = client.post("/albums/", json={"name": "A"}).json["data"]
+    section = client.post("/sections/", json={"name": "S", "album_id": album["_id"]}).json["data"]
+    loud_album, loud_section = album["_id"].upper(), section["_id"].upper()
+    assert client.get(f"/sections/?album_id={loud_album}").json["data"]["total"] == 1
+    assert len(client.get(f"/albums/{loud_album}").json["data"]["sections"]) == 1
+    assert client.delete(f"/sections/{loud_section}").status_code == 200
+    assert client.delete(f"/albums/{loud_album}").status_code == 200
+    assert client.get("/albums/").json["data"]["total"] == 0
+    assert client.get("/sections/").json["data"]["total"] == 0
+
+
+def test_refiling_follows_sections(client):
+    a = client.post("/albums/", json={"name": "A"}).json["data"]
+    b = client.post("/albums/", json={"name": "B"}).json["data"]
+    section = client.post("/sections/", json={"name": "S", "album_id": a["_id"]}).json["data"]
+    image = upload(client, photos.astronaut_jpeg(), section_id=section["_id"])
+    # Taking the image out of its album also takes it out of that album's section.
+    out = client.put(f"/images/{image['image_id']}", json={"album_id": None}).json["data"]
+    assert out["album_id"] is None and out["section_id"] is None
+    client.put(f"/images/{image['image_id']}", json={"section_id": section["_id"]})
+    # A section moved to another album takes its images along.
+    client.put(f"/sections/{section['_id']}", json={"album_id": b["_id"]})
+    moved = client.get(f"/images/{image['image_id']}").json["data"]
+    assert (moved["album_id"], moved["section_id"]) == (b["_id"], section["_id"])
+    renamed = client.put(f"/images/{image['image_id']}", json={"filename": "x.jpg"})
+    assert renamed.status_code == 200 and renamed.json["data"]["album_id"] == b["_id"]
+    assert_error(client.put(f"/images/{image['image_id']}",
+                            json={"album_id": a["_id"], "section_id": section["_id"]}),
+                 400, "ValidationError")
+
+
+def test_user_mistakes_in_queries_are_400(client):
+    for query in ("/persons/?q=%00", "/persons/?q=" + "x" * 201,
+                  "/images/?date_to=9999-12-31T23:59:59-05:00",
+                  "/images/?date_from=0001-01-01T00:00:00%2B01:00"):
+        assert_error(client.get(query), 400, "ValidationError")
+    assert client.get("/persons/?q=(a*").status_code == 200  # regex characters are literal
+    assert_error(client.get("/images/search-by-image"), 405, "MethodNotAllowedError")
+    assert_error(client.put(f"/faces/{MISSING}/move", json={"target": "x"}), 400,
+                 "ValidationError")
+    assert "target_person_id" in client.put(f"/faces/{MISSING}/move", json={}).json["error"]
+
+
+def test_hand_corrections_wait_for_a_running_recluster(client, store):
+    from services import people
+
+    a = upload(client, photos.astronaut_jpeg())
+    face_id = a["faces"][0]["face_id"]
+    assert store.acquire_lock(people.RECLUSTER_LOCK, "other-worker", 600)
+    assert_error(client.put(f"/faces/{face_id}/move-to-new"), 409, "ConflictError")
+    assert_error(client.delete(f"/images/{a['image_id']}"), 409, "ConflictError")
+    store.release_lock(people.RECLUSTER_LOCK, "other-worker")
+    assert client.put(f"/faces/{face_id}/move-to-new").status_code == 200
+
+
+def test_upload_into_a_person_deleted_meanwhile_brings_it_back(store):
+    """The person chosen from the index is deleted before the face lands (another worker)."""
+    from app import create_app
+    from tests.conftest import BASE_CONFIG
+
+    app = create_app(dict(BASE_CONFIG), store=store, environ={})
+    client = app.test_client()
+    first = upload(client, photos.astronaut_jpeg())
+    person_id = first["faces"][0]["person_id"]
+    app.extensions["face_gallery"].sync_index()
+    # Another worker deletes the only face and its person; this worker's index has not seen it.
+    store.delete_faces([first["faces"][0]["face_id"]])
+    store.delete_person(person_id)
+    store.set_image_fields(first["image_id"], {"face_count": 0})
+    again = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    assert again["faces"][0]["person_id"] == person_id
+    restored = client.get(f"/persons/{person_id}").json["data"]
+    assert restored["face_count"] == 1 and restored["name"].startswith("Person ")
+
+
+def test_the_same_photo_uploaded_twice_at_once_is_stored_once(app, store):
+    import threading
+
+    results = []
+    barrier = threading.Barrier(2)
+
+    def send():
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/images/upload", data={
+            "file": (io.BytesIO(photos.hopper_jpeg()), "h.jpg")},
+            content_type="multipart/form-data")
+        results.append((response.status_code, response.json["data"]))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(code for code, _ in results) == [200, 201]
+    assert len({data["image_id"] for _, data in results}) == 1
+    from tests.invariants import check_invariants
+
+    check_invariants(store)
+    assert store.count("images") == 1 and store.count("faces") == 1
