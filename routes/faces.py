@@ -33,19 +33,19 @@ def get_face(face_id: str):
 def move_face(face_id: str):
     """Move a face to ``target_person_id``; it is then a manual assignment."""
     target = require_str(json_body(), "target_person_id")
-    result = people.move_face(gallery().store, face_id, target)
-    message = "Face moved successfully"
-    if result["source_person_deleted"]:
-        message += "; the emptied person was deleted"
-    return ok(result, message)
+    return _moved(people.move_face(gallery().store, face_id, target), "Face moved successfully")
 
 
 @bp.put("/<face_id>/move-to-new")
 def move_face_to_new(face_id: str):
     """Move a face into a new person, named ``new_person_name`` or "Person N"."""
     name = optional_str(optional_json_body(), "new_person_name")
-    result = people.move_face_to_new(gallery().store, face_id, name)
-    message = "Face moved to a new person"
+    return _moved(people.move_face_to_new(gallery().store, face_id, name),
+                  "Face moved to a new person")
+
+
+def _moved(result: dict, message: str):
+    # Auto-cleanup is worth saying: the person the face left no longer exists.
     if result["source_person_deleted"]:
         message += "; the emptied person was deleted"
     return ok(result, message)
