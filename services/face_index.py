@@ -30,6 +30,7 @@ HOLE_PATIENCE = 120.0
 RECENT_WINDOW = 1000
 _FACE_FIELDS = {"embedding": 1, "person_id": 1, "image_id": 1, "seq": 1}
 _GROWTH = 1.5
+_EXACT_CHUNK = 65536
 
 
 class _SeqCursor:
@@ -217,7 +218,11 @@ class FaceIndex:
             # candidates exactly, so an identical face is at 0 and the boundary is exact.
             rows = np.flatnonzero(rough <= max_distance + 2e-3)
             query64 = q.astype(np.float64)
-            exact = np.linalg.norm(self._matrix[rows].astype(np.float64) - query64, axis=1)
+            # In chunks: a loose tolerance can make every row a candidate.
+            exact = np.concatenate([np.zeros(0)] + [
+                np.linalg.norm(self._matrix[rows[i:i + _EXACT_CHUNK]].astype(np.float64)
+                               - query64, axis=1)
+                for i in range(0, len(rows), _EXACT_CHUNK)])
             keep = exact <= max_distance
             rows, exact = rows[keep], exact[keep]
             order = np.argsort(exact, kind="stable")

@@ -214,8 +214,7 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
         _reassign(store, face, target["_id"], delete_empty=False)
     deleted = []
     for source in sources:
-        if store.count_faces_of_person(source["_id"]) == 0:
-            store.delete_person(source["_id"])
+        if delete_if_empty(store, source["_id"]):
             deleted.append(source["_id"])
     person = store.get_person(target["_id"])
     return {"person_id": target["_id"], "name": person["name"], "faces_moved": len(moving),
@@ -244,9 +243,7 @@ def _settle_person(store: Store, person_id: str, *, left_face_id: str = "",
                    delete_empty: bool = True) -> bool:
     """After faces left a person: delete it if empty, else fix its thumbnail. True if deleted."""
     if store.count_faces_of_person(person_id) == 0:
-        if delete_empty:
-            store.delete_person(person_id)
-        return True
+        return delete_if_empty(store, person_id) if delete_empty else True
     person = store.find_person(person_id)
     if person is not None and person.get("thumbnail_face_id") in {left_face_id, ""}:
         refresh_thumbnail(store, person_id)
@@ -298,6 +295,22 @@ def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
         store.delete_image_blob(image_id)
     for person_id in set(person_ids):
         recount_person(store, person_id)
+
+
+def delete_if_empty(store: Store, person_id: str) -> bool:
+    """Delete a person that holds no face; True if it was deleted.
+
+    An upload in another worker can land a face in the person between the count and the
+    delete: looking again afterwards brings the person back rather than leave that face
+    pointing at nothing.
+    """
+    if store.count_faces_of_person(person_id) > 0:
+        return False
+    store.delete_person(person_id)
+    if store.count_faces_of_person(person_id) > 0:
+        restore_person(store, person_id)
+        return False
+    return True
 
 
 def restore_person(store: Store, person_id: str) -> None:

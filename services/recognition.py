@@ -33,7 +33,7 @@ Doc = dict[str, t.Any]
 #: The distance at which dlib's face model was calibrated to tell people apart.
 MODEL_THRESHOLD = 0.6
 RECLUSTER_LOCK = people.RECLUSTER_LOCK
-RECLUSTER_LOCK_TTL = 1800.0
+RECLUSTER_LOCK_TTL = 900.0
 
 
 def confidence(distance: float) -> float:
@@ -195,8 +195,7 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         thumbnail = thumbnails.get(person_id, {})
         # Only a person none of whose faces stayed can be empty (faces uploaded meanwhile
         # keep it alive: the database decides).
-        if person_id not in kept and store.count_faces_of_person(person_id) == 0:
-            store.delete_person(person_id)
+        if person_id not in kept and people.delete_if_empty(store, person_id):
             deleted.append(person_id)
         elif person_id not in kept or thumbnail.get("thumbnail_face_id") in moved:
             people.refresh_thumbnail(store, person_id)
@@ -215,24 +214,27 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
 
 def _keep_one_face_per_photo(store: Store, faces: list[Doc], targets: list[str],
                              fixed: list[str | None], new_people: dict[int, Doc]) -> None:
-    """Send a face that would share a person with another face of its photo to a new person.
+    """Keep two faces of one photo out of one person, changing as little as possible.
 
     Clusters never hold two faces of one photo, but a person can end with two clusters' worth
     of faces: its manual faces stay where the user put them while a cluster it wins by
-    majority brings faces of the same photos. The face that keeps its current person (or is
-    manual) stays; the other gets a person of its own.
+    majority brings faces of the same photos. Faces that stay put (manual ones first) keep
+    their place; a face whose move would collide stays with its current person instead, and
+    only when that collides too does it get a person of its own.
     """
-    owner: dict[tuple[str, str], int] = {}
+    owner: set[tuple[str, str]] = set()
     order = sorted(range(len(faces)), key=lambda i: (
         fixed[i] is None, faces[i]["person_id"] != targets[i]))
     for i in order:
-        key = (targets[i], faces[i]["image_id"])
-        if key not in owner:
-            owner[key] = i
-            continue
-        person = people.new_person_doc(store)
-        new_people[-1 - len(new_people)] = person
-        targets[i] = person["_id"]
+        image_id, home = faces[i]["image_id"], faces[i]["person_id"]
+        if (targets[i], image_id) in owner:
+            if (home, image_id) not in owner:
+                targets[i] = home
+            else:
+                person = people.new_person_doc(store)
+                new_people[-1 - len(new_people)] = person
+                targets[i] = person["_id"]
+        owner.add((targets[i], image_id))
 
 
 def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) -> None:
@@ -257,8 +259,11 @@ def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) 
 
     for source, target in whole:
         if joins_whole(source, target):
-            # A whole person joins another: one indexed update instead of one per face.
-            store.move_all_faces(source, target)
+            # A whole person joins another: one indexed update instead of one per face. It
+            # also takes faces uploaded since the read: count what it really moved.
+            extra = store.move_all_faces(source, target) - whole[(source, target)]
+            delta[source][0] -= extra
+            delta[target][0] += extra
     for face, target in moves:
         if not joins_whole(face["person_id"], target):
             store.set_face_person(face["_id"], target, manual=False)

@@ -618,8 +618,11 @@ class Store:
         return token
 
     def lock_holder(self, name: str) -> str | None:
+        """Who holds a named lock; a lock older than its ttl (a crashed holder) is nobody's."""
         doc = self.db.locks.find_one({"_id": name})
-        return doc["holder"] if doc else None
+        if doc is None or (now() - doc["taken_at"]).total_seconds() > doc.get("ttl", 0):
+            return None
+        return doc["holder"]
 
     def reset(self) -> dict[str, int]:
         """Delete every document of every gallery collection; returns counts removed."""

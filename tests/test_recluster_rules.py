@@ -63,4 +63,5 @@ def test_a_person_never_gets_two_faces_of_one_photo(store):
     manual = store.get_face(faces[2]["_id"])
     assert manual["person_id"] == persons["P"]["_id"]  # the user's choice stands
     twin = store.get_face(faces[5]["_id"])
-    assert twin["person_id"] != persons["P"]["_id"]
+    assert twin["person_id"] == persons["R"]["_id"]  # it stays where it was, R survives
+    assert result["persons_created"] == 0 and result["persons_deleted"] == 0
