@@ -203,7 +203,9 @@ def _refile(store: Store, image: Doc, changes: Doc) -> tuple[str, str]:
 def delete_image(store: Store, image_id: str) -> Doc:
     """Delete an image with its faces; persons left without faces are deleted too."""
     people.refuse_during_recluster(store)
-    image = store.get_image(image_id, ready_only=False)
-    if image.get("status") == "pending":
+    image_id = store.get_image(image_id)["_id"]
+    before = store.start_image_delete(image_id)
+    if before is None or before.get("status") != "ready":
+        # Gone, still uploading, or another request is deleting it right now.
         raise DocumentNotFoundError.for_id("Image", image_id)
-    return people.remove_image(store, image["_id"])
+    return people.remove_image(store, image_id)

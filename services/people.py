@@ -7,11 +7,15 @@ deletes a person left without faces (the API reports that as auto-cleanup).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import time
 import typing as t
 from collections.abc import Iterable
 
 from errors import ConflictError
+from errors import DocumentNotFoundError
 from errors import ValidationError
 from services import catalog
 from services import images as imaging
@@ -19,6 +23,8 @@ from services import storage
 from services.storage import Store
 
 MAX_PERSON_NAME = 100
+PERSON_LOCK_WAIT = 5.0
+PERSON_LOCK_TTL = 30.0
 #: Held while every face is re-clustered; hand corrections wait for it (409 meanwhile).
 RECLUSTER_LOCK = "recluster"
 PERSON_SORTS = {"name", "created_at", "face_count"}
@@ -182,7 +188,11 @@ def move_face_to_new(store: Store, face_id: str, name: t.Any = None) -> Doc:
     person = new_person_doc(store, name=clean)
     person["named_by_user"] = clean is not None
     store.insert_persons([person])
-    source_deleted = _reassign(store, face, person["_id"])
+    try:
+        source_deleted = _reassign(store, face, person["_id"])
+    except BaseException:
+        delete_if_empty(store, person["_id"])  # the face went away meanwhile
+        raise
     return {"face_id": face["_id"], "old_person_id": face["person_id"],
             "new_person_id": person["_id"], "new_person_name": person["name"],
             "is_manual_assignment": True, "source_person_deleted": source_deleted}
@@ -222,21 +232,49 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
 
 
 def _reassign(store: Store, face: Doc, person_id: str, *, delete_empty: bool = True) -> bool:
-    """Point ``face`` at ``person_id`` (manual), keep counters; True if the source emptied."""
-    for other in store.faces_of_image(face["image_id"]):
-        if other["_id"] != face["_id"] and other["person_id"] == person_id:
-            raise ConflictError(
-                f"Image {face['image_id']} already has a face of this person "
-                f"({other['_id']}); two faces of one photo cannot be one person",
-                details={"image_id": face["image_id"], "face_id": other["_id"]})
-    source_id = face["person_id"]
-    was_manual = bool(face.get("is_manual_assignment"))
-    store.set_face_person(face["_id"], person_id, manual=True)
+    """Point ``face`` at ``person_id`` (manual), keep counters; True if the source emptied.
+
+    The target person is locked while its photos are checked and the face moves, so two
+    concurrent moves cannot both bring a face of one photo into it.
+    """
+    with person_lock(store, person_id):
+        for other in store.faces_of_image(face["image_id"]):
+            if other["_id"] != face["_id"] and other["person_id"] == person_id:
+                raise ConflictError(
+                    f"Image {face['image_id']} already has a face of this person "
+                    f"({other['_id']}); two faces of one photo cannot be one person",
+                    details={"image_id": face["image_id"], "face_id": other["_id"]})
+        before = store.reassign_face(face["_id"], person_id)
+    if before is None:
+        raise DocumentNotFoundError.for_id("Face", face["_id"])
+    # Counters follow what the face really was, not what this request read earlier.
+    source_id = before["person_id"]
+    if source_id == person_id:
+        if not before.get("is_manual_assignment"):
+            store.adjust_person_counts(person_id, 0, 0, manual=1)
+        return False
     store.adjust_person_counts(person_id, 1, 1, manual=1)
-    store.adjust_person_counts(source_id, -1, -1, manual=-1 if was_manual else 0)
+    store.adjust_person_counts(source_id, -1, -1,
+                               manual=-1 if before.get("is_manual_assignment") else 0)
     store.log_face_changes([(face["_id"], person_id)])
-    store.offer_thumbnail(person_id, face["_id"], face.get("quality_score", 0.0))
+    store.offer_thumbnail(person_id, face["_id"], quality_of(before))
     return _settle_person(store, source_id, left_face_id=face["_id"], delete_empty=delete_empty)
+
+
+@contextlib.contextmanager
+def person_lock(store: Store, person_id: str) -> t.Iterator[None]:
+    """Hold a short lock on one person: corrections into it take turns (409 after 5 s)."""
+    name, holder = f"person:{person_id}", f"{os.getpid()}:{storage.new_id()}"
+    deadline = time.monotonic() + PERSON_LOCK_WAIT
+    while not store.acquire_lock(name, holder, PERSON_LOCK_TTL):
+        if time.monotonic() > deadline:
+            raise ConflictError("This person is being changed by another request; retry",
+                                details={"person_id": person_id})
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        store.release_lock(name, holder)
 
 
 def _settle_person(store: Store, person_id: str, *, left_face_id: str = "",
@@ -266,11 +304,13 @@ def refresh_thumbnail(store: Store, person_id: str) -> None:
 # -- removing images ----------------------------------------------------------------------
 
 def remove_image(store: Store, image_id: str) -> Doc:
-    """Delete an image, its faces and crops; persons left empty are deleted."""
+    """Delete an image, its faces and crops; persons left empty are deleted.
+
+    Safe to run twice at once (a retry, or repair finishing it): each face is removed, and
+    counted off its person, by one caller only.
+    """
     image = store.find_image(image_id)
-    store.set_image_fields(image_id, {"status": "deleting"})
-    faces = store.faces_of_image(image_id)
-    store.delete_faces(f["_id"] for f in faces)
+    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
     for face in faces:
         store.adjust_person_counts(face["person_id"], -1, -1,
                                    manual=-1 if face.get("is_manual_assignment") else 0)
@@ -285,8 +325,7 @@ def remove_image(store: Store, image_id: str) -> Doc:
 
 def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
     """Remove whatever a failed upload wrote and recount the persons it touched."""
-    faces = store.faces_of_image(image_id)
-    store.delete_faces(f["_id"] for f in faces)
+    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
     store.log_face_changes([(f["_id"], "") for f in faces])
     image = store.find_image(image_id)
     if image is not None:
@@ -373,6 +412,9 @@ def repair(store: Store, *, stale_after_seconds: float = 600.0) -> Doc:
         store.release_hash(image.get("sha256", ""), image["_id"])
         undone.append(image["_id"])
     for image in store.images_with_status("deleting"):
+        started = image.get("deleting_at") or image["created_at"]
+        if (moment - started).total_seconds() < stale_after_seconds:
+            continue  # another worker may be deleting it right now
         remove_image(store, image["_id"])
         finished.append(image["_id"])
     return {"uploads_undone": undone, "deletes_finished": finished,

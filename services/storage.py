@@ -311,11 +311,14 @@ class Store:
 
     # -- images -------------------------------------------------------------------------
 
-    def claim_hash(self, sha256: str, image_id: str) -> bool:
-        """Record ``sha256`` for ``image_id``; False when another image holds it already."""
+    def claim_hash(self, sha256: str, image_id: str, claimant: str) -> bool:
+        """Record ``sha256`` for ``image_id``; False when another image holds it already.
+
+        ``claimant`` names the process (``host:pid``) so a claim left by a dead process can be
+        told from one still being written."""
         try:
             self._insert("image_hashes", {"_id": sha256, "image_id": image_id,
-                                          "claimed_at": now()})
+                                          "claimed_at": now(), "claimant": claimant})
             return True
         except DuplicateKeyError:
             return False
@@ -476,10 +479,33 @@ class Store:
             {"person_id": source_person_id},
             {"$set": {"person_id": target_person_id, "updated_at": now()}}).modified_count
 
-    def delete_faces(self, face_ids: Iterable[str]) -> None:
+    def delete_faces(self, face_ids: Iterable[str]) -> list[Doc]:
+        """Delete faces and their crops; returns the faces this call deleted (each face is
+        returned to one caller only, so two deletes never both count it)."""
+        deleted = []
         for face_id in face_ids:
-            self.db.faces.delete_one({"_id": face_id})
+            face = self.db.faces.find_one_and_delete({"_id": face_id})
             self.db.face_crops.delete_one({"_id": face_id})
+            if face is not None:
+                deleted.append(face)
+        return deleted
+
+    def reassign_face(self, face_id: str, person_id: str) -> Doc | None:
+        """Point a face at a person by hand, atomically; returns the face as it was before
+        (None if it is gone), so the caller adjusts the person it really left."""
+        return self.db.faces.find_one_and_update(
+            {"_id": face_id},
+            {"$set": {"person_id": person_id, "is_manual_assignment": True,
+                      "assigned_by": "manual", "updated_at": now()}},
+            return_document=ReturnDocument.BEFORE)
+
+    def start_image_delete(self, image_id: str) -> Doc | None:
+        """Mark an image ``deleting``, atomically; returns it as it was before (None if gone).
+
+        Only the caller that saw it ``ready`` goes on to delete it."""
+        return self.db.images.find_one_and_update(
+            {"_id": image_id}, {"$set": {"status": "deleting", "deleting_at": now()}},
+            return_document=ReturnDocument.BEFORE)
 
     def iter_faces(self, query: Doc, projection: Mapping[str, int]) -> Iterator[Doc]:
         return iter(self.db.faces.find(query, projection))

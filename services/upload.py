@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import time
 import typing as t
 from datetime import datetime
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 #: MongoDB's document limit is 16 MB; the embedded stores do not enforce it, so we do.
 MAX_BLOB_BYTES = 15 * 2**20
 #: How long an upload waits for a twin upload of the same bytes to finish.
-WAIT_FOR_TWIN_SECONDS = 15.0
+WAIT_FOR_TWIN_SECONDS = 8.0
+
 #: A hash claim older than this whose image never became ready was left by a crash.
 STALE_CLAIM_SECONDS = 600.0
 
@@ -91,7 +94,7 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
             details={"stored_bytes": len(blob_uri)})
 
     image_id = storage.new_id()
-    while not store.claim_hash(sha256, image_id):
+    while not store.claim_hash(sha256, image_id, _claimant()):
         # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
         existing = _existing_image(store, sha256)
         if existing is not None:
@@ -171,8 +174,9 @@ def _stack(vectors: list[t.Any]) -> t.Any:
 def _existing_image(store: Store, sha256: str) -> Doc | None:
     """The ready image holding these bytes, or None when no live upload holds them.
 
-    An upload of the same bytes still in flight is waited for (a few seconds); a claim left
-    by a crashed upload (older than ``STALE_CLAIM_SECONDS``) is cleared.
+    An upload of the same bytes still in flight is waited for (a few seconds). A claim left by
+    a crashed upload is cleared: at once when its process was on this machine and is gone,
+    else once it is ``STALE_CLAIM_SECONDS`` old.
     """
     deadline = time.monotonic() + WAIT_FOR_TWIN_SECONDS
     while True:
@@ -183,13 +187,36 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
         if image is not None and image.get("status") == "ready":
             return image
         claimed_at = claim.get("claimed_at") or datetime(1970, 1, 1)
-        if (storage.now() - claimed_at).total_seconds() > STALE_CLAIM_SECONDS:
+        stale = (storage.now() - claimed_at).total_seconds() > STALE_CLAIM_SECONDS
+        if stale or _claimant_is_dead(claim.get("claimant", "")):
+            if image is not None and image.get("status") == "pending":
+                touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
+                people.undo_upload(store, image["_id"], touched)
             store.release_hash(sha256, claim["image_id"])
             return None
         if time.monotonic() > deadline:
             raise ConflictError("The same photo is being uploaded right now; retry in a moment",
                                 details={"image_id": claim["image_id"]})
         time.sleep(0.2)
+
+
+def _claimant() -> str:
+    # Read per call, not at import: gunicorn workers are forks of one parent.
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claimant_is_dead(claimant: str) -> bool:
+    """True when ``host:pid`` names a process of this machine that no longer runs."""
+    host, _, pid = claimant.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:

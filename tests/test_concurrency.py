@@ -1,0 +1,157 @@
+"""Two requests at once, and what a dead process leaves: the invariants must still hold.
+
+Threads share one app here; each request runs in its own thread as in a gunicorn worker with
+threads, and the database is shared as between workers.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+
+from tests import photos
+from tests.invariants import check_invariants
+from tests.test_faces_api import upload
+
+
+def at_once(app, *requests):
+    """Send each (method, path, json) in its own thread at the same moment; status codes."""
+    barrier = threading.Barrier(len(requests))
+    codes: list[int] = [0] * len(requests)
+
+    def send(i, method, path, body):
+        client = app.test_client()
+        barrier.wait()
+        codes[i] = client.open(path, method=method, json=body).status_code
+
+    threads = [threading.Thread(target=send, args=(i, *r)) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(codes)
+
+
+def test_one_face_moved_to_two_persons_at_once(app, store):
+    client = app.test_client()
+    a1 = upload(client, photos.astronaut_jpeg())
+    a2 = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    h = upload(client, photos.hopper_jpeg())
+    face, grace = a2["faces"][0]["face_id"], h["faces"][0]["person_id"]
+    for _ in range(3):
+        codes = at_once(app, ("PUT", f"/faces/{face}/move", {"target_person_id": grace}),
+                        ("PUT", f"/faces/{face}/move-to-new", {}))
+        assert all(code in (200, 400, 404, 409) for code in codes), codes
+        check_invariants(store)
+    assert a1["faces"][0]["person_id"]
+
+
+def test_two_faces_of_one_photo_moved_into_one_person_at_once(app, store):
+    client = app.test_client()
+    upload(client, photos.astronaut_jpeg())
+    upload(client, photos.hopper_jpeg())
+    group = upload(client, photos.group_photo())
+    other = upload(client, photos.scaled(photos.hopper_rgb(), 0.7))
+    client.put(f"/faces/{other['faces'][0]['face_id']}/move-to-new", json={"new_person_name": "T"})
+    target = client.get(f"/faces/{other['faces'][0]['face_id']}/info").json["data"]["person_id"]
+    left, right = group["faces"]
+    codes = at_once(app,
+                    ("PUT", f"/faces/{left['face_id']}/move", {"target_person_id": target}),
+                    ("PUT", f"/faces/{right['face_id']}/move", {"target_person_id": target}))
+    assert codes == [200, 409]
+    check_invariants(store)
+
+
+def test_one_image_deleted_twice_at_once(app, store):
+    client = app.test_client()
+    keep = upload(client, photos.astronaut_jpeg())
+    gone = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    codes = at_once(app, ("DELETE", f"/images/{gone['image_id']}", None),
+                    ("DELETE", f"/images/{gone['image_id']}", None))
+    assert codes == [200, 404]
+    check_invariants(store)
+    person = client.get(f"/persons/{keep['faces'][0]['person_id']}").json["data"]
+    assert person["face_count"] == 1
+
+
+def test_a_move_racing_a_delete_of_its_image(app, store):
+    client = app.test_client()
+    upload(client, photos.astronaut_jpeg())
+    a2 = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    upload(client, photos.hopper_jpeg())
+    codes = at_once(app, ("PUT", f"/faces/{a2['faces'][0]['face_id']}/move-to-new", {}),
+                    ("DELETE", f"/images/{a2['image_id']}", None))
+    assert 200 in codes
+    check_invariants(store)
+
+
+def test_a_photo_claimed_by_a_dead_process_uploads_at_once(app, store):
+    """A worker killed mid-upload left a pending image and a claim on its bytes."""
+    import socket
+    import time
+
+    from services import storage
+
+    client = app.test_client()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = f"{socket.gethostname()}:{finished.stdout.strip()}"
+    data = photos.hopper_jpeg()
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    image_id = storage.new_id()
+    moment = storage.now()
+    store.insert_image({
+        "_id": image_id, "seq": store.next_seq("images"), "status": "pending", "sha256": sha,
+        "filename": "h.jpg", "mime_type": "image/jpeg", "size_bytes": 1, "width": 1,
+        "height": 1, "exif": {}, "taken_at": None, "photo_date": moment, "album_id": "",
+        "section_id": "", "face_count": 0, "created_at": moment, "updated_at": moment},
+        {"_id": image_id, "mime_type": "image/jpeg", "original_image_base64": ""})
+    assert store.claim_hash(sha, image_id, dead)
+    started = time.monotonic()
+    result = upload(client, data)
+    assert result["duplicate"] is False and time.monotonic() - started < 5
+    assert store.find_image(image_id) is None  # the dead upload was undone
+    check_invariants(store)
+
+
+def test_repair_leaves_a_delete_in_progress_alone(app, store):
+    from services import people
+
+    client = app.test_client()
+    image = upload(client, photos.hopper_jpeg())
+    assert store.start_image_delete(image["image_id"])["status"] == "ready"
+    assert people.repair(store)["deletes_finished"] == []  # another worker is on it
+    assert people.repair(store, stale_after_seconds=0)["deletes_finished"] == [image["image_id"]]
+    check_invariants(store)
+
+
+def test_uploads_of_files_with_the_same_name_are_distinct(app, store):
+    client = app.test_client()
+    first = client.post("/images/upload", data={
+        "file": (io.BytesIO(photos.hopper_jpeg()), "same.jpg")}, content_type="multipart/form-data")
+    second = client.post("/images/upload", data={
+        "file": (io.BytesIO(photos.astronaut_jpeg()), "same.jpg")},
+        content_type="multipart/form-data")
+    assert first.json["data"]["image_id"] != second.json["data"]["image_id"]
+    check_invariants(store)
+
+
+def test_one_person_merged_into_two_at_once(app, store):
+    client = app.test_client()
+    a1 = upload(client, photos.astronaut_jpeg())
+    a2 = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    a3 = upload(client, photos.scaled(photos.astronaut_rgb(), 0.8))
+    source = client.put(f"/faces/{a2['faces'][0]['face_id']}/move-to-new").json["data"]
+    other = client.put(f"/faces/{a3['faces'][0]['face_id']}/move-to-new").json["data"]
+    codes = at_once(
+        app,
+        ("PUT", f"/persons/{a1['faces'][0]['person_id']}/merge",
+         {"source_person_ids": [source["new_person_id"]]}),
+        ("PUT", f"/persons/{other['new_person_id']}/merge",
+         {"source_person_ids": [source["new_person_id"]]}))
+    assert 200 in codes
+    check_invariants(store)
