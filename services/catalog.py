@@ -44,6 +44,12 @@ def ref(value: str) -> str | None:
     return value or None
 
 
+def image_urls(image_id: str) -> Doc:
+    """Where a client fetches an image's pixels: lists and details never carry them."""
+    return {"file_url": f"/images/{image_id}/file",
+            "thumbnail_url": f"/images/{image_id}/thumbnail"}
+
+
 # -- albums -------------------------------------------------------------------------------
 
 def album_view(store: Store, album: Doc) -> Doc:
@@ -52,7 +58,7 @@ def album_view(store: Store, album: Doc) -> Doc:
         "name": album["name"],
         "description": album.get("description", ""),
         "image_count": store.count_images_in("album_id", album["_id"]),
-        "section_count": len(store.list_sections(album["_id"])),
+        "section_count": store.count("sections", {"album_id": album["_id"]}),
         "created_at": album["created_at"],
         "updated_at": album["updated_at"],
     }

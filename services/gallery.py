@@ -51,11 +51,6 @@ def clean_filename(filename: str) -> str:
 
 # -- reading ------------------------------------------------------------------------------
 
-def image_urls(image_id: str) -> Doc:
-    return {"file_url": f"/images/{image_id}/file",
-            "thumbnail_url": f"/images/{image_id}/thumbnail"}
-
-
 def image_summary(image: Doc, faces: list[Doc]) -> Doc:
     """What lists show of an image: metadata, urls and face boxes, never the pixels."""
     return {
@@ -64,7 +59,7 @@ def image_summary(image: Doc, faces: list[Doc]) -> Doc:
         "face_count": image["face_count"], "album_id": ref(image["album_id"]),
         "section_id": ref(image["section_id"]), "taken_at": image.get("taken_at"),
         "created_at": image["created_at"], "updated_at": image["updated_at"],
-        **image_urls(image["_id"]),
+        **catalog.image_urls(image["_id"]),
         "faces": [{"face_id": f["_id"], "face_location": f["face_location"],
                    "person_id": f["person_id"],
                    "is_manual_assignment": f.get("is_manual_assignment", False)}
