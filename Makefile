@@ -12,10 +12,12 @@ export HOST PORT DATA_DIR
 
 .PHONY: run test lint bench serve install install-dev clean
 
-$(VENV)/.installed: requirements.txt requirements-face.txt
+$(VENV)/.installed: requirements.txt requirements-face.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -r requirements-face.txt
+	# The project itself, editable: tests, bench and the CLI import it without path tricks.
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -31,7 +33,7 @@ run: install
 
 ## Production-style: gunicorn with gunicorn.conf.py.
 serve: install
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
@@ -41,11 +43,11 @@ test: install-dev lint
 
 ## Benchmarks print figures and ratios; none is a test. The dev-set ones skip without ../shared.
 bench: install-dev
-	$(PY) bench/store.py
-	$(PY) bench/search.py
-	$(PY) bench/recluster.py
-	$(PY) bench/assignment.py --tolerances 0.54,0.62 --eps 0.56,0.64
-	$(PY) bench/assignment_rules.py --no-scale
+	$(PY) -m bench.store
+	$(PY) -m bench.search
+	$(PY) -m bench.recluster
+	$(PY) -m bench.assignment --tolerances 0.54,0.62 --eps 0.56,0.64
+	$(PY) -m bench.assignment_rules --no-scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

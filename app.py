@@ -1,9 +1,11 @@
 """Face Gallery API: the application factory.
 
-``create_app()`` reads and validates the configuration, registers one blueprint per resource
-and the error handlers that give every failure the documented JSON envelope. The database and
-the face engine are opened lazily, once per process, so ``gunicorn app:app`` can fork workers
-safely (pymongo clients must not cross a fork).
+``create_app()`` reads and validates the configuration, registers one blueprint per resource,
+the ``flask gallery`` commands and the error handlers that give every failure the documented
+JSON envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
+serves, ``python app.py`` builds one, repairs the store and serves it. The database and the
+face engine are opened lazily, once per process, so gunicorn can fork workers safely (pymongo
+clients must not cross a fork).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 
+import cli
 import config as config_module
 from errors import ConfigError
 from errors import FileSizeError
 from errors import GalleryError
 from routes import common
+from services import repair
 from services.context import Gallery
 from services.storage import Store
 
@@ -89,6 +93,9 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.register_blueprint(cluster.bp, url_prefix="/cluster")
     app.register_blueprint(stats.bp)
 
+    # commands
+    app.cli.add_command(cli.gallery)
+
     _register_request_hooks(app)
     _register_error_handlers(app)
     return app
@@ -147,14 +154,27 @@ def _register_error_handlers(app: Flask) -> None:
                                      500)
 
 
-def _build_module_app() -> Flask:
+def repair_store(app: Flask) -> dict[str, t.Any]:
+    """Finish or undo what a killed process left half done; returns what was changed.
+
+    Run at start-up (``python app.py``, each gunicorn worker) and by ``flask gallery repair``.
+    """
+    report = repair.run(app.extensions["face_gallery"].store)
+    if any(report.values()):
+        log.warning("repaired half-written work: %s", report)
+    return report
+
+
+def build_app() -> Flask:
+    """The app from the environment; a configuration error ends the process with one line."""
     try:
         return create_app()
     except ConfigError as err:
         sys.exit(f"configuration error: {err}")
 
 
-app = _build_module_app()
-
 if __name__ == "__main__":
-    app.run(host=app.config["HOST"], port=app.config["PORT"], debug=False, threaded=True)
+    served = build_app()
+    repair_store(served)
+    served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,
+               threaded=True)

@@ -1,4 +1,4 @@
-"""Gunicorn settings for ``gunicorn -c gunicorn.conf.py app:app``.
+"""Gunicorn settings for ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
 Face detection is CPU-bound and dlib uses one core per call, so more workers than cores only
 adds memory (each worker holds the dlib models, ~100 MB, and its own embedding index). The
@@ -7,6 +7,8 @@ default is one worker per core; WEB_CONCURRENCY overrides it.
 
 import multiprocessing
 import os
+import sys
+import typing as t
 
 # One BLAS thread per worker: the workers already use every core, and a 2-thread OpenBLAS
 # slows to 4-6x when the other core is busy (bench/search.py: 2 ms -> 8-12 ms a search).
@@ -30,3 +32,22 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # The request id (echoed by the app in X-Request-ID) ends every access-log line.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+
+def on_starting(server: object) -> None:
+    """Check the configuration once, in the master: a bad value stops gunicorn with one line
+    instead of every worker failing to boot and being restarted for ever."""
+    import config
+    from errors import ConfigError
+
+    try:
+        config.load_config()
+    except ConfigError as err:
+        sys.exit(f"configuration error: {err}")
+
+
+def post_worker_init(worker: t.Any) -> None:
+    """Repair what a killed worker left half done before this one serves a request."""
+    from app import repair_store
+
+    repair_store(worker.wsgi)

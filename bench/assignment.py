@@ -6,7 +6,7 @@ after incremental assignment, and after re-clustering, for the default threshold
 neighbouring ones (each run starts from an empty gallery). The comparison of other rules
 (nearest face, centroid, DBSCAN, ...) on the same encodings is ``bench/assignment_rules.py``.
 
-    python bench/assignment.py [--tolerances 0.56,0.58,0.60] [--eps 0.58,0.60,0.62]
+    python -m bench.assignment [--tolerances 0.56,0.58,0.60] [--eps 0.58,0.60,0.62]
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app import create_app  # noqa: E402 - after the path set-up
-from tests import devset  # noqa: E402
+from app import create_app
+from tests import devset
 
 
 def run(tolerance: float | None, eps: float | None) -> dict:

@@ -6,11 +6,12 @@ the canonical upload order (MANIFEST.tsv), shuffled orders, random 60-photo subs
 13-person galleries (the held-back set's size) and galleries of 8 to 30 people. The chosen
 rules are the ones in ``services/clustering.py``; the others are re-implemented here only to
 compare. Encodings are the product's: photos decoded and resized as uploads are, faces found
-and encoded by ``services.faces.FaceEngine`` (68-point landmarks); ``--landmarks small`` encodes
+and encoded by ``services.face_engine.FaceEngine`` (68-point landmarks);
+``--landmarks small`` encodes
 the same boxes from 5-point landmarks instead, to compare. They are computed once per landmark
 model and cached in /tmp. Then timings on synthetic faces.
 
-    python bench/assignment_rules.py [--dev DIR] [--landmarks large|small] [--no-scale]
+    python -m bench.assignment_rules [--dev DIR] [--landmarks large|small] [--no-scale]
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.distance import cdist
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run as a script, the repository root is not on the path
+from services import clustering
 
-from services import clustering  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # The shared location, then ../shared/faces/dev beside the repository (often the same place).
 DEV_DIRS = list(dict.fromkeys([Path("/work/shared/faces/dev"),
@@ -83,16 +83,16 @@ def load_encodings(dev: Path, landmarks: str = "large"
         cached = np.load(cache)
         if str(cached["key"]) == key and list(cached["files"]) == list(files):
             return cached["enc"].astype(np.float32), files, ident, photos
-    from services import faces as engine_module
-    from services import images
+    from services import face_engine
+    from services import imaging
 
-    engine = engine_module.FaceEngine()  # the product's defaults: hog, upsample 1, 1 jitter
+    engine = face_engine.FaceEngine()  # the product's defaults: hog, upsample 1, 1 jitter
     enc = np.full((len(rows), 128), np.nan, dtype=np.float32)
     worst = 0.0
     for photo in photos:
         mine = [i for i, r in enumerate(rows) if r["file"] == photo]
-        decoded = images.decode_upload((dev / photo).read_bytes(), allowed_formats=FORMATS)
-        rgb, scale = images.resize_to_fit(decoded.rgb, MAX_DIMENSION)
+        decoded = imaging.decode_upload((dev / photo).read_bytes(), allowed_formats=FORMATS)
+        rgb, scale = imaging.resize_to_fit(decoded.rgb, MAX_DIMENSION)
         if landmarks == "large":
             found = [(f.box, f.encoding) for f in engine.analyse(rgb)]
         else:

@@ -11,9 +11,9 @@ persons against the synthetic truth are printed before and after.
 
 Each size runs in its own child process, so its peak memory (``ru_maxrss``) is its own.
 
-    .venv/bin/python bench/recluster.py                          # 10k and 50k, embedded store
-    .venv/bin/python bench/recluster.py --quick                  # 10k only
-    .venv/bin/python bench/recluster.py --backend mongomock      # or both: embedded mongomock
+    .venv/bin/python -m bench.recluster                          # 10k and 50k, embedded store
+    .venv/bin/python -m bench.recluster --quick                  # 10k only
+    .venv/bin/python -m bench.recluster --backend mongomock      # or both: embedded mongomock
 
 Nothing here asserts on time: the block says PASS or MISS against the goal and exits 0.
 """
@@ -35,19 +35,18 @@ import typing as t
 from collections import Counter
 from collections import defaultdict
 
+import numpy as np
+import psutil
+
+import config
+from bench import synthetic
+from services import clustering
+from services import recognition
+from services import storage
+from services.context import Gallery
+from services.storage import Store
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-
-import config  # noqa: E402
-from bench import synthetic  # noqa: E402
-from services import clustering  # noqa: E402
-from services import recognition  # noqa: E402
-from services import storage  # noqa: E402
-from services.context import Gallery  # noqa: E402
-from services.storage import Store  # noqa: E402
 
 EPS = clustering.DEFAULT_EPS  # the product default (DBSCAN_EPS)
 MIN_SAMPLES = clustering.DEFAULT_MIN_SAMPLES

@@ -23,11 +23,11 @@ Synthetic data (defaults: 20,000 images, 100,000 faces, about 3,600 persons, 20 
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/store.py                       # full size, temp dir, removed after
-    .venv/bin/python bench/store.py --quick               # 2,000 images / 10,000 faces
-    .venv/bin/python bench/store.py --keep /tmp/bench-db  # keep the data; a rerun reuses it
-    .venv/bin/python bench/store.py --keep /tmp/bench-db --profile   # cProfile each miss
-    .venv/bin/python bench/store.py --keep /tmp/bench-db --profile 50  # ... each over 50 ms
+    .venv/bin/python -m bench.store                       # full size, temp dir, removed after
+    .venv/bin/python -m bench.store --quick               # 2,000 images / 10,000 faces
+    .venv/bin/python -m bench.store --keep /tmp/bench-db  # keep the data; a rerun reuses it
+    .venv/bin/python -m bench.store --keep /tmp/bench-db --profile   # cProfile each miss
+    .venv/bin/python -m bench.store --keep /tmp/bench-db --profile 50  # ... each over 50 ms
 
 Nothing here asserts on time: each line says PASS or MISS against the goal (200 ms a request,
 5 s start-up) and the script exits 0 unless a response is wrong.
@@ -53,16 +53,15 @@ import typing as t
 from datetime import datetime
 from datetime import timedelta
 
+import numpy as np
+from PIL import Image
+
+from services import bookkeeping
+from services import imaging
+from services import storage
+from services.storage import Store
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from services import images as imaging  # noqa: E402
-from services import people  # noqa: E402
-from services import storage  # noqa: E402
-from services.storage import Store  # noqa: E402
 
 DB_NAME = "bench"
 BATCH = 1000
@@ -155,7 +154,7 @@ def fill(store: Store, n_images: int, n_faces: int, seed: int = 7) -> dict[str, 
     members = _assign_persons(face_counts, sizes, rng)
 
     # Persons: the template comes from the real constructor, so the shape follows the code.
-    template = people.new_person_doc(store)
+    template = bookkeeping.new_person_doc(store)
     person_ids = [storage.new_id() for _ in sizes]
     person_best: list[tuple[float, str]] = [(-1.0, "")] * len(sizes)
     person_first: list[datetime | None] = [None] * len(sizes)
@@ -258,8 +257,8 @@ def fill(store: Store, n_images: int, n_faces: int, seed: int = 7) -> dict[str, 
 STARTUP_SCRIPT = r"""
 import json, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, sys.argv[1])
 from app import create_app
+
 app = create_app({"FLASK_ENV": "testing", "MONGODB_URI": "", "DATA_DIR": sys.argv[2],
                   "DATABASE_NAME": sys.argv[3]}, environ={})
 t1 = time.perf_counter()

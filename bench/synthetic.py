@@ -1,6 +1,6 @@
 """Synthetic face embeddings shaped like dlib's, and a fast way to put them into a Store.
 
-Shared by ``bench/search.py`` and ``bench/recluster.py``; ``python bench/synthetic.py`` prints
+Shared by ``bench/search.py`` and ``bench/recluster.py``; ``python -m bench.synthetic`` prints
 the distance check below for 10,000 faces.
 
 The geometry follows what ``services/clustering.py`` measured on real dlib encodings:
@@ -28,20 +28,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from datetime import datetime
 from datetime import timedelta
 
+import numpy as np
+import numpy.typing as npt
+
+from services import bookkeeping
+from services import storage
+from services.storage import Store
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-
-from services import people  # noqa: E402
-from services import storage  # noqa: E402
-from services.storage import Store  # noqa: E402
 
 DIM = 128
 #: Mean distance between two faces of one person, and between faces of two persons.
@@ -254,7 +251,7 @@ def write(store: Store, synth: Synthetic) -> dict[str, int]:
     """Write faces, persons, images and counters for ``synth``; returns face id -> truth."""
     rng = np.random.default_rng(synth.seed + 4)
     start = datetime(2024, 1, 1)
-    template = people.new_person_doc(store)
+    template = bookkeeping.new_person_doc(store)
     face_ids = [storage.new_id() for _ in range(synth.n_faces)]
     image_ids = [storage.new_id() for _ in range(synth.n_images)]
     person_ids = [storage.new_id() for _ in range(synth.n_persons)]

@@ -19,7 +19,7 @@ from routes.common import query_date
 from routes.common import query_int
 from routes.common import send_bytes
 from routes.common import uploaded_files
-from services import gallery as images_service
+from services import photos
 from services import recognition
 from services import upload
 
@@ -70,7 +70,7 @@ def search_by_image():
 def list_images():
     """Images newest first; filter by album_id, section_id, person_id, date_from, date_to."""
     limit, offset = pagination()
-    result = images_service.list_images(
+    result = photos.list_images(
         gallery().store, album_id=request.args.get("album_id") or None,
         section_id=request.args.get("section_id") or None,
         person_id=request.args.get("person_id") or None,
@@ -85,13 +85,13 @@ def get_image(image_id: str):
     if image_id == "search-by-image":
         # The POST-only route's path would otherwise read as an (invalid) image id.
         raise MethodNotAllowed(valid_methods=["POST"])
-    return ok(images_service.get_image(gallery().store, image_id), "Image retrieved successfully")
+    return ok(photos.get_image(gallery().store, image_id), "Image retrieved successfully")
 
 
 @bp.get("/<image_id>/file")
 def get_image_file(image_id: str):
     """The stored photo's bytes with its Content-Type."""
-    data, mime_type, etag = images_service.image_file(gallery().store, image_id)
+    data, mime_type, etag = photos.image_file(gallery().store, image_id)
     return send_bytes(data, mime_type, etag, max_age=31536000)
 
 
@@ -99,20 +99,20 @@ def get_image_file(image_id: str):
 def get_image_thumbnail(image_id: str):
     """A JPEG thumbnail fitting THUMBNAIL_SIZE (or ``?size=``, 16-1024)."""
     size = query_int("size", current_app.config["THUMBNAIL_SIZE"], minimum=16, maximum=1024)
-    data, mime_type, etag = images_service.image_thumbnail(gallery().store, image_id, size)
+    data, mime_type, etag = photos.image_thumbnail(gallery().store, image_id, size)
     return send_bytes(data, mime_type, etag, max_age=31536000)
 
 
 @bp.put("/<image_id>")
 def update_image(image_id: str):
     """Move an image between albums and sections (null unassigns) or rename its file."""
-    image = images_service.update_image(gallery().store, image_id, json_body())
+    image = photos.update_image(gallery().store, image_id, json_body())
     return ok(image, "Image updated successfully")
 
 
 @bp.delete("/<image_id>")
 def delete_image(image_id: str):
     """Delete an image with its faces; persons left without faces are deleted."""
-    return ok(images_service.delete_image(gallery().store, image_id),
+    return ok(photos.delete_image(gallery().store, image_id),
               "Image deleted successfully")
 

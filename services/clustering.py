@@ -1,74 +1,12 @@
 """Group face encodings into persons: encodings in, person labels out.
 
-Distances are Euclidean between dlib's 128-d encodings, as ``face_recognition.face_distance``
-gives them. The encodings are the product's: 68-point landmarks (``services.faces.FaceEngine``,
-= face_recognition's ``model="large"``), not face_recognition's default 5-point ones, which
-put the same face 0.12 away on average (0.03-0.28). On them two photos of one person lie 0.45
-apart on average (95th percentile 0.58), two people 0.86 (the closest pair 0.57). Figures are
-pairwise F1 / precision (:func:`pairwise_scores`) from ``bench/assignment_rules.py`` on the
-labelled dev set (110 photos, 131 faces, 30 people), decoded, resized and encoded as uploads
-are: the canonical upload order, 5 shuffled orders, 30 random 60-photo subsets and random
-13-person galleries, shuffled (30, plus 100 more in the fine grid: the held-back set's size).
-
-Incremental assignment, :func:`assign_faces` (at upload, one photo at a time)
-    A new face is compared with each person *as a whole*: its mean distance to all of the
-    person's faces (average linkage between the face and the person). It joins the person with
-    the smallest mean if that is <= ``tolerance``, else it starts a new person. The faces of one
-    photo are assigned jointly, greedily by increasing distance (the Hungarian assignment chose
-    the same in all 66 runs), so two never join one person. Default :data:`DEFAULT_TOLERANCE` =
-    0.59, on the precision side of the plateau 0.585-0.605 (F1 >= 0.97 in every kind of run): F1
-    0.986 canonical, 0.984 over shuffles, 0.973 over photo subsets, 0.976 / 0.979 over 30 / 100
-    13-person galleries, precision >= 0.994 in each. Up to 0.58 precision is >= 0.999 but F1
-    falls to 0.963-0.973 over subsets and galleries; at 0.60 precision is 0.988 over subsets,
-    and at 0.61 two persons of the canonical order merge (F1 0.954). By gallery size (8, 13, 20,
-    30 people) F1 stays 0.978-0.986, precision >= 0.998. The seed's rule (the person of the
-    nearest face, <= 0.6) chains look-alikes: F1 0.956 and precision 0.940 canonical, precision
-    0.952 over subsets; unlike on 5-point encodings its precision does not fall steadily with
-    gallery size. On these encodings the nearest face at 0.565-0.57 scores higher (F1 0.986
-    canonical, 0.993 shuffles, 0.976 subsets, 0.983 over 100 galleries, precision 1.000) but on
-    a ledge: precision falls at 0.575 (0.985 over shuffles), and on 5-point encodings it never
-    passes 0.942 canonical precision from 0.55 to 0.58 where the mean keeps >= 0.994; one near
-    face suffices, so its risk grows with faces per person, which this set (<= 10) cannot show.
-    Centroid tops out at 0.969 (canonical, 0.56) with precision falling to 0.979 at 30 people;
-    the mean of the k nearest faces (k = 3, 5) is mixed against the plain mean (k = 3 at 0.58:
-    F1 0.986 canonical, 0.991 shuffles, 0.966 subsets, 0.985 galleries).
-    Misses (recall) are what re-clustering repairs.
-
-Re-clustering, :func:`cluster_faces` (all faces at once)
-    Average-linkage agglomerative clustering cut at ``eps``: two groups merge while the mean
-    distance between their faces is <= ``eps`` (the rule above, between groups). Default
-    :data:`DEFAULT_EPS` = 0.61, inside a flat top: F1 1.000 on the full set from 0.595 to 0.64
-    (0.986 at 0.59), 1.000 over 30 and 100 13-person galleries from 0.595 to 0.63, >= 0.986
-    over photo subsets from 0.595 to 0.63 with its best, 0.992 (precision 0.997), at 0.61;
-    above 0.61 precision over subsets falls (0.989 at 0.62, 0.949 at 0.64). Never below the
-    incremental result on the full set (canonical +0.014, every shuffle >= +0.006) nor on any
-    of the 130 13-person galleries; lower in 1 of 30 photo subsets (-0.030), which keeps
-    compreface_f's one face 0.590 from Leonard's in group_1.jpg, a pair the incremental order
-    left apart; from 0.615 up, lower in 4-7 subsets.
-    DBSCAN (single linkage) reaches 1.000 at eps 0.56 but falls to 0.960 at 0.58 and 0.907 at
-    the seed's 0.60; chinese whispers 0.986 at 0.56, 0.960 at 0.58; HDBSCAN 0.988 / 0.977 at
-    min_cluster_size 2 / 3 and 0.947 over photo subsets.
-    Constraints are part of the linkage, not a repair afterwards: faces of one image never
-    link, nor faces fixed to different persons (cannot-link); faces fixed to one person start
-    as one group (must-link; if a user fixed two faces of one image to one person, that wins).
-    Scale: two groups can average <= ``eps`` only if some pair of their faces is within
-    ``eps``, so each component of the ``eps``-radius graph is clustered on its own with no
-    loss; pairs are found in float32 row bands of 64 MB (50,000 synthetic faces: 3-9 s on 2
-    shared cores, 250 MB; one 49,000-face component: 22 s, 500 MB). A component over
-    :data:`MAX_BLOCK` faces is cut into graph-local blocks (reverse Cuthill-McKee order),
-    fixed persons kept whole; each block makes only its surest merges (mean <= 0.8 ``eps``),
-    then neighbouring groups merge by exact mean distance, smallest first, until no allowed
-    pair is <= ``eps``. On the dev set, blocks of 5 to 40 faces give the one-matrix partition,
-    with and without fixed faces.
-    ``min_samples`` (default 1 = off): a group smaller than this and holding no fixed face is
-    noise; each of its faces moves to the group of its nearest face within ``eps`` if that
-    group is not noise and has no face of its image, else it stays. It helps only where
-    ``eps`` is too tight (0.56: F1 0.958 -> 1.000) and costs precision at 0.61 (F1 1.000 ->
-    0.985, precision 0.970).
-
-Matching, :func:`match_clusters_to_persons`: each new group keeps the old person holding most
-of its faces (greedy by overlap; ties to the smaller id, which for ObjectIds is the older
-person), each old person at most once; groups with fixed faces keep their fixed person.
+Distances are Euclidean between dlib's 128-d encodings (:func:`face_distances`). Incremental
+assignment (:func:`assign_faces`) compares a new face with each person as a whole (average
+linkage, ``tolerance``); re-clustering (:func:`cluster_faces`) is constrained average-linkage
+agglomerative clustering cut at ``eps``, with faces of one image never linked and faces fixed
+by the user kept apart or together; :func:`match_clusters_to_persons` keeps old person ids.
+Why these rules and defaults, with the measurements on the labelled dev set and the scaling
+figures, is in ``docs/recognition.md``.
 """
 
 from __future__ import annotations
@@ -94,6 +32,7 @@ __all__ = [
     "MAX_BLOCK",
     "assign_faces",
     "cluster_faces",
+    "face_distances",
     "match_clusters_to_persons",
     "pairwise_scores",
 ]
@@ -101,6 +40,10 @@ __all__ = [
 DEFAULT_TOLERANCE = 0.59
 DEFAULT_EPS = 0.61
 DEFAULT_MIN_SAMPLES = 1
+#: Length of a dlib face encoding.
+ENCODING_SIZE = 128
+#: Largest error of a float32 squared distance between dlib encodings (measured: 4e-6).
+SQUARED_ERROR_F32 = 1e-5
 #: Most faces clustered with one dense distance matrix (2,000 faces: 16 MB of distances).
 MAX_BLOCK = 2000
 
@@ -115,6 +58,39 @@ _SLACK = 1e-4
 # Inside a block a group may miss a better partner in the next block: blocks only make merges
 # this sure (mean <= 0.8 eps) and leave the rest to the exact, global merge order.
 _BLOCK_CUT = 0.8
+
+
+def face_distances(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+    *,
+    squared: bool = False,
+    a_norms: npt.NDArray[np.floating] | None = None,
+) -> npt.NDArray[np.floating]:
+    """Euclidean distances between every row of ``a`` and every row of ``b``: ``(len(a), len(b))``.
+
+    The one distance of the gallery (same person below about 0.6), computed with one matrix
+    product as ``|a|^2 + |b|^2 - 2ab``, in float32 unless both inputs are float64.
+    ``squared`` skips the square root; ``a_norms`` passes ``|a|^2`` when the caller keeps it.
+
+    Exactness, measured on dlib encodings (norms 1.3-1.6): in float32 a squared distance is
+    within :data:`SQUARED_ERROR_F32` of the exact value, so a distance near 0.6 is within
+    ~1e-5, but one near 0 may read up to ~1.5e-3 (the square root magnifies the error). In
+    float64 every distance is within 1e-7. Callers that must decide a threshold exactly
+    filter in float32 with a margin and measure the candidates again in float64.
+    """
+    precise = np.asarray(a).dtype == np.float64 and np.asarray(b).dtype == np.float64
+    dtype = np.float64 if precise else np.float32
+    x = np.asarray(a, dtype=dtype).reshape(-1, ENCODING_SIZE) if np.size(a) else np.empty(
+        (0, ENCODING_SIZE), dtype=dtype)
+    y = np.asarray(b, dtype=dtype).reshape(-1, ENCODING_SIZE) if np.size(b) else np.empty(
+        (0, ENCODING_SIZE), dtype=dtype)
+    d2 = x @ y.T
+    d2 *= -2
+    d2 += (np.einsum("ij,ij->i", x, x) if a_norms is None else a_norms.astype(dtype))[:, None]
+    d2 += np.einsum("ij,ij->i", y, y)[None, :]
+    np.maximum(d2, 0, out=d2)
+    return d2 if squared else np.sqrt(d2, out=d2)
 
 
 def assign_faces(
@@ -142,14 +118,14 @@ def assign_faces(
     if forbidden is not None and len(forbidden) != len(q):
         raise ValueError("forbidden needs one entry per query face")
     # A person's mean can be <= tolerance only if one of its faces is: only those count.
-    near = _squared_distances(q.astype(np.float32), stored) <= (tolerance + _SLACK) ** 2
+    near = face_distances(q.astype(np.float32), stored, squared=True) <= (tolerance + _SLACK) ** 2
     candidates = np.flatnonzero(near.any(axis=0))
     if candidates.size == 0:
         return result
     persons = np.unique(pids[candidates])
     faces = np.flatnonzero(np.isin(pids, persons))
     code = np.searchsorted(persons, pids[faces])
-    dist = np.sqrt(_squared_distances(q, stored[faces].astype(np.float64)))
+    dist = face_distances(q, stored[faces].astype(np.float64))
     counts = np.bincount(code, minlength=len(persons))
     mean = np.stack([np.bincount(code, weights=row, minlength=len(persons)) for row in dist])
     mean /= counts
@@ -279,15 +255,6 @@ def pairwise_scores(pred: npt.ArrayLike, true: npt.ArrayLike) -> tuple[float, fl
     return precision, recall, f1
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between the rows of ``a`` and ``b`` (one matrix product)."""
-    d2 = a @ b.T
-    d2 *= -2
-    d2 += np.einsum("ij,ij->i", a, a)[:, None]
-    d2 += np.einsum("ij,ij->i", b, b)[None, :]
-    return np.maximum(d2, 0, out=d2)
-
-
 def _anchor_codes(fixed: Sequence[str | None] | None, n: int) -> Labels:
     """Integer code of each face's fixed person, -1 where none."""
     if fixed is None:
@@ -307,17 +274,13 @@ def _radius_pairs(x: np.ndarray, radius: float) -> tuple[Labels, Labels, np.ndar
     sq = np.einsum("ij,ij->i", x, x)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, n, band):
-        # |a|^2 + |b|^2 - 2ab <= limit, with |a|^2 moved to the right: two passes, not four.
-        part = x[start:start + band] @ x[start:].T
-        part *= -2
-        part += sq[None, start:]
-        rhs = limit - sq[start:start + band]
-        flat = np.flatnonzero(part <= rhs[:, None])
+        part = face_distances(x[start:start + band], x[start:], squared=True,
+                              a_norms=sq[start:start + band])
+        flat = np.flatnonzero(part <= limit)
         i, j = np.divmod(flat, n - start)
         keep = j > i  # the band's columns start at its first row: j > i is the upper triangle
         i, j = i[keep], j[keep]
-        d2 = part[i, j] + sq[start + i]
-        found.append((i + start, j + start, np.sqrt(np.maximum(d2, 0))))
+        found.append((i + start, j + start, np.sqrt(part[i, j])))
     rows, cols, dist = (np.concatenate(parts) for parts in zip(*found, strict=True))
     return rows.astype(np.intp), cols.astype(np.intp), dist
 
@@ -371,7 +334,7 @@ def _merge_groups(
     def cross(a: int, b: int) -> float:
         xa, xb = x[members[a]], x[members[b]]
         step = max(1, _BAND_CELLS // len(xb))
-        return sum(float(np.sqrt(_squared_distances(xa[s:s + step], xb)).sum())
+        return sum(float(face_distances(xa[s:s + step], xb).sum())
                    for s in range(0, len(xa), step))
 
     def offer(a: int, b: int) -> None:

@@ -18,8 +18,8 @@ from services.storage import Store
 from services.storage import open_store
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from services.face_engine import FaceEngine
     from services.face_index import FaceIndex
-    from services.faces import FaceEngine
 
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ class Gallery:
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._store = store
-        self._repaired = False
         self._injected_store = store is not None
         self._engine: FaceEngine | None = None
         self._index: FaceIndex | None = None
@@ -55,23 +54,17 @@ class Gallery:
 
     @property
     def store(self) -> Store:
-        """The database, opened (and its indexes created) on first use in this process."""
+        """The database, opened (and its indexes created) on first use in this process.
+
+        Opening does no other work: crash repair is an explicit step (:mod:`services.repair`).
+        """
         with self._lock:
             self._check_fork()
             if self._store is None:
                 s = self.settings
                 self._store = open_store(s["MONGODB_URI"], s["DATABASE_NAME"], s["DATA_DIR"])
-                self._repaired = False
             store = self._store
         store.ensure_indexes()
-        if not self._repaired:
-            self._repaired = True
-            from services import people
-
-            # Uploads a killed worker left pending are undone once per process.
-            report = people.repair(store)
-            if any(report.values()):
-                log.warning("repaired half-written work: %s", report)
         return store
 
     def close(self) -> None:
@@ -86,18 +79,13 @@ class Gallery:
         """The face engine; dlib loads its models on the first detection, not here."""
         with self._lock:
             if self._engine is None:
-                from services.faces import FaceEngine
+                from services.face_engine import FaceEngine
 
                 s = self.settings
                 self._engine = FaceEngine(model=s["FACE_DETECTION_MODEL"],
                                           upsample=s["FACE_DETECTION_UPSAMPLE"],
                                           num_jitters=s["FACE_NUM_JITTERS"])
             return self._engine
-
-    @property
-    def index(self) -> FaceIndex:
-        """This process's embedding index, brought up to date with the database."""
-        return self.sync_index()
 
     def sync_index(self) -> FaceIndex:
         """Create this process's embedding index if needed and apply what changed since."""

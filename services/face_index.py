@@ -22,6 +22,7 @@ import typing as t
 import numpy as np
 import numpy.typing as npt
 
+from services import clustering
 from services import storage
 from services.storage import Store
 
@@ -209,19 +210,17 @@ class FaceIndex:
         with self._lock:
             if self._size == 0:
                 return []
-            q = np.asarray(query, dtype=np.float32)
-            # |x - q|^2 = |x|^2 + |q|^2 - 2 x.q : one matrix-vector product over all faces.
-            squared = self._norms[: self._size] + float(q @ q) - 2.0 * (
-                self._matrix[: self._size] @ q)
-            rough = np.sqrt(np.maximum(squared, 0.0))
-            # The float32 shortcut is off by up to ~1e-3: take a margin, then measure the
-            # candidates exactly, so an identical face is at 0 and the boundary is exact.
-            rows = np.flatnonzero(rough <= max_distance + 2e-3)
+            q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+            squared = clustering.face_distances(self._matrix[: self._size], q, squared=True,
+                                                a_norms=self._norms[: self._size])[:, 0]
+            # float32 first, with its documented error as margin; then the candidates again in
+            # float64, so the boundary is exact (a loose tolerance can make every row one).
+            margin = max_distance**2 + clustering.SQUARED_ERROR_F32
+            rows = np.flatnonzero(squared <= margin)
             query64 = q.astype(np.float64)
-            # In chunks: a loose tolerance can make every row a candidate.
             exact = np.concatenate([np.zeros(0)] + [
-                np.linalg.norm(self._matrix[rows[i:i + _EXACT_CHUNK]].astype(np.float64)
-                               - query64, axis=1)
+                clustering.face_distances(
+                    self._matrix[rows[i:i + _EXACT_CHUNK]].astype(np.float64), query64)[:, 0]
                 for i in range(0, len(rows), _EXACT_CHUNK)])
             keep = exact <= max_distance
             rows, exact = rows[keep], exact[keep]

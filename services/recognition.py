@@ -19,8 +19,9 @@ import numpy as np
 from errors import ClusteringError
 from errors import ConflictError
 from errors import FaceDetectionError
+from services import bookkeeping
 from services import clustering
-from services import images as imaging
+from services import imaging
 from services import people
 from services import storage
 from services.context import Gallery
@@ -32,7 +33,7 @@ Doc = dict[str, t.Any]
 
 #: The distance at which dlib's face model was calibrated to tell people apart.
 MODEL_THRESHOLD = 0.6
-RECLUSTER_LOCK = people.RECLUSTER_LOCK
+RECLUSTER_LOCK = bookkeeping.RECLUSTER_LOCK
 RECLUSTER_LOCK_TTL = 900.0
 
 
@@ -69,7 +70,7 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
         raise FaceDetectionError("No faces detected in the uploaded image")
     encoding_time = time.perf_counter() - started
 
-    index = gallery.index
+    index = gallery.sync_index()
     matches: list[Doc] = []
     query_faces = []
     for number, face in enumerate(found):
@@ -161,7 +162,7 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     fresh = sorted({x for x, pinned in zip(labels, fixed, strict=True)
                     if not pinned and owners.get(x) is None})
     last = store.next_seq("person_number", len(fresh)) if fresh else 0
-    new_people = {x: people.new_person_doc(store, number=last - len(fresh) + 1 + k)
+    new_people = {x: bookkeeping.new_person_doc(store, number=last - len(fresh) + 1 + k)
                   for k, x in enumerate(fresh)}
     targets = [pinned or owners.get(x) or new_people[x]["_id"]
                for x, pinned in zip(labels, fixed, strict=True)]
@@ -175,10 +176,10 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     for person in new_people.values():
         # Written complete: every face of a new person arrives by this re-clustering.
         own = incoming[person["_id"]]
-        best = people.best_face(own)
+        best = bookkeeping.best_face(own)
         person.update(face_count=len(own), image_count=len(own),
                       manual_face_count=0,
-                      thumbnail_face_id=best["_id"], thumbnail_quality=people.quality_of(best))
+                      thumbnail_face_id=best["_id"], thumbnail_quality=bookkeeping.quality_of(best))
     thumbnails = {p["_id"]: p for p in store.iter_persons(
         {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
     store.insert_persons(list(new_people.values()))
@@ -195,14 +196,14 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         thumbnail = thumbnails.get(person_id, {})
         # Only a person none of whose faces stayed can be empty (faces uploaded meanwhile
         # keep it alive: the database decides).
-        if person_id not in kept and people.delete_if_empty(store, person_id):
+        if person_id not in kept and bookkeeping.delete_if_empty(store, person_id):
             deleted.append(person_id)
         elif person_id not in kept or thumbnail.get("thumbnail_face_id") in moved:
-            people.refresh_thumbnail(store, person_id)
+            bookkeeping.refresh_thumbnail(store, person_id)
         elif incoming[person_id]:
-            best = people.best_face(incoming[person_id])
-            if people.quality_of(best) > thumbnail.get("thumbnail_quality", -1.0):
-                store.offer_thumbnail(person_id, best["_id"], people.quality_of(best))
+            best = bookkeeping.best_face(incoming[person_id])
+            if bookkeeping.quality_of(best) > thumbnail.get("thumbnail_quality", -1.0):
+                store.offer_thumbnail(person_id, best["_id"], bookkeeping.quality_of(best))
     # An old person that kept no cluster was merged into the cluster holding most of it.
     merged = sum(1 for persons in absorbed.values() for p in persons if p in deleted)
     return _recluster_result(
@@ -231,7 +232,7 @@ def _keep_one_face_per_photo(store: Store, faces: list[Doc], targets: list[str],
             if (home, image_id) not in owner:
                 targets[i] = home
             else:
-                person = people.new_person_doc(store)
+                person = bookkeeping.new_person_doc(store)
                 new_people[-1 - len(new_people)] = person
                 targets[i] = person["_id"]
         owner.add((targets[i], image_id))

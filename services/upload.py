@@ -2,7 +2,7 @@
 
 One decode per upload; the bytes' sha256 finds duplicates before any decoding. Writes go in an
 order that a crash or an error can only leave half done in ways that are cleaned up (here on
-error, by :func:`people.repair` after a crash): the image's blob, then its metadata marked
+error, by :func:`repair.run` after a crash): the image's blob, then its metadata marked
 ``pending``, then new persons, then face crops and faces, then the counters of existing
 persons, and only then ``ready``. Lists show ready images only.
 """
@@ -23,14 +23,15 @@ from errors import ConflictError
 from errors import DatabaseConnectionError
 from errors import FileSizeError
 from errors import GalleryError
+from services import bookkeeping
 from services import clustering
-from services import images as imaging
+from services import imaging
 from services import people
 from services import storage
 from services.catalog import ref
 from services.context import Gallery
-from services.gallery import clean_filename
-from services.gallery import resolve_filing
+from services.photos import clean_filename
+from services.photos import resolve_filing
 from services.storage import Store
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
     crops = [imaging.encode_jpeg(imaging.crop_box(work, face.box, padding),
                                  settings["IMAGE_QUALITY"]) for face in found]
 
-    index = gallery.index
+    index = gallery.sync_index()
     embeddings, _, person_ids, _ = index.snapshot()
     choices = clustering.assign_faces(
         _stack([face.encoding for face in found]), embeddings, person_ids,
@@ -120,7 +121,7 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
         store.set_image_fields(image_id, {"status": "ready"})
     except BaseException:
         log.exception("upload of %s failed; removing what was written", filename)
-        people.undo_upload(store, image_id, touched)
+        bookkeeping.undo_upload(store, image_id, touched)
         store.record_image_gap(image_id, image_doc["seq"])
         store.release_hash(sha256, image_id)
         raise
@@ -191,7 +192,7 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
         if stale or _claimant_is_dead(claim.get("claimant", "")):
             if image is not None and image.get("status") == "pending":
                 touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
-                people.undo_upload(store, image["_id"], touched)
+                bookkeeping.undo_upload(store, image["_id"], touched)
             store.release_hash(sha256, claim["image_id"])
             return None
         if time.monotonic() > deadline:
@@ -254,7 +255,7 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
         face_id = storage.new_id()
         new_person = person_id is None
         if new_person:
-            person = people.new_person_doc(store, face_count=1, thumbnail_face_id=face_id,
+            person = bookkeeping.new_person_doc(store, face_count=1, thumbnail_face_id=face_id,
                                            thumbnail_quality=face.quality)
             new_persons.append(person)
             person_id = person["_id"]
@@ -284,7 +285,7 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
         else:
             # The person was emptied and deleted since the index was read: bring it back
             # around the face that now points at it.
-            people.restore_person(store, person_id)
+            bookkeeping.restore_person(store, person_id)
     names = people.person_names(store, {r["person_id"] for r in results})
     for result in results:
         result["person_name"] = names.get(result["person_id"])

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from app import create_app
+from services.storage import Store
+from services.storage import open_store
+from tests.invariants import check_invariants
 
-from app import create_app  # noqa: E402 - the repo root must be importable first
-from services.storage import Store  # noqa: E402
-from services.storage import open_store  # noqa: E402
-from tests.invariants import check_invariants  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "")
 DEV_SET = ROOT.parent / "shared" / "faces" / "dev"
@@ -74,3 +72,43 @@ def dev_set() -> Path:
     if not (DEV_SET / "MANIFEST.tsv").exists():
         pytest.skip(f"labelled dev photos not found at {DEV_SET}")
     return DEV_SET
+
+
+# -- helpers the test modules share ----------------------------------------------------
+
+MISSING = "5f0c0c0c0c0c0c0c0c0c0c0c"
+
+
+def create(client, path, **body):
+    response = client.post(path, json=body)
+    assert response.status_code == 201, response.json
+    return response.json["data"]
+
+
+def assert_error(response, code, error_type):
+    assert response.status_code == code, response.json
+    body = response.json
+    assert body["success"] is False
+    assert body["error_type"] == error_type
+    assert body["code"] == code
+    assert body["error"]
+    assert body["request_id"] and body["timestamp"]
+
+
+def upload(client, data: bytes, filename: str = "photo.jpg", expect: int = 201, **form):
+    response = client.post("/images/upload", data={"file": (io.BytesIO(data), filename), **form},
+                           content_type="multipart/form-data")
+    assert response.status_code == expect, response.json
+    return response.json["data"] if expect < 300 else response.json
+
+
+def persons(client) -> list[dict]:
+    return client.get("/persons/?limit=500").json["data"]["persons"]
+
+
+def search(client, data: bytes, expect: int = 200, **form):
+    response = client.post("/images/search-by-image",
+                           data={"file": (io.BytesIO(data), "q.jpg"), **form},
+                           content_type="multipart/form-data")
+    assert response.status_code == expect, response.json
+    return response.json["data"] if expect == 200 else response.json

@@ -5,25 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import BASE_CONFIG
+from tests.conftest import MISSING
+from tests.conftest import assert_error
+from tests.conftest import create
 from tests.conftest import make_store
-
-MISSING = "5f0c0c0c0c0c0c0c0c0c0c0c"
-
-
-def create(client, path, **body):
-    response = client.post(path, json=body)
-    assert response.status_code == 201, response.json
-    return response.json["data"]
-
-
-def assert_error(response, code, error_type):
-    assert response.status_code == code, response.json
-    body = response.json
-    assert body["success"] is False
-    assert body["error_type"] == error_type
-    assert body["code"] == code
-    assert body["error"]
-    assert body["request_id"] and body["timestamp"]
 
 
 def test_album_crud(client):

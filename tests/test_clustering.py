@@ -264,3 +264,29 @@ def test_clusters_with_fixed_faces_keep_their_fixed_person():
     assert mapping == {0: None, 1: "A"}
     with pytest.raises(ValueError):
         clustering.match_clusters_to_persons([0, 0], ["A", "B"], fixed=["A", "B"])
+
+
+def test_face_distances_is_one_matrix_of_every_pair():
+    known = np.stack([np.zeros(128), np.full(128, 0.1)])
+    np.testing.assert_allclose(clustering.face_distances(known, np.zeros(128))[:, 0],
+                               [0.0, np.sqrt(1.28)], rtol=1e-6)
+    assert clustering.face_distances(np.empty((0, 128)), np.zeros(128)).shape == (0, 1)
+    assert clustering.face_distances([], np.zeros((3, 128))).shape == (0, 3)
+    assert clustering.face_distances(known, known, squared=True)[0, 1] == pytest.approx(1.28)
+
+
+def test_face_distances_meets_its_documented_error():
+    rng = np.random.default_rng(7)
+    # dlib encodings have norms of 1.3-1.6; these have the same scale.
+    a = rng.normal(0, 0.125, (300, 128))
+    b = np.concatenate([a[:50] + rng.normal(0, 0.01, (50, 128)), rng.normal(0, 0.125, (50, 128))])
+    exact = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    precise = clustering.face_distances(a, b)
+    assert precise.dtype == np.float64 and np.abs(precise - exact).max() < 1e-7
+    fast = clustering.face_distances(a.astype(np.float32), b, squared=True)
+    assert fast.dtype == np.float32
+    assert np.abs(fast - exact**2).max() < clustering.SQUARED_ERROR_F32
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    norms = np.einsum("ij,ij->i", a32, a32)
+    np.testing.assert_array_equal(clustering.face_distances(a32, b32, a_norms=norms),
+                                  clustering.face_distances(a32, b32))

@@ -12,8 +12,8 @@ import sys
 import threading
 
 from tests import photos
+from tests.conftest import upload
 from tests.invariants import check_invariants
-from tests.test_faces_api import upload
 
 
 def at_once(app, *requests):
@@ -121,13 +121,13 @@ def test_a_photo_claimed_by_a_dead_process_uploads_at_once(app, store):
 
 
 def test_repair_leaves_a_delete_in_progress_alone(app, store):
-    from services import people
+    from services import repair
 
     client = app.test_client()
     image = upload(client, photos.hopper_jpeg())
     assert store.start_image_delete(image["image_id"])["status"] == "ready"
-    assert people.repair(store)["deletes_finished"] == []  # another worker is on it
-    assert people.repair(store, stale_after_seconds=0)["deletes_finished"] == [image["image_id"]]
+    assert repair.run(store)["deletes_finished"] == []  # another worker is on it
+    assert repair.run(store, stale_after_seconds=0)["deletes_finished"] == [image["image_id"]]
     check_invariants(store)
 
 

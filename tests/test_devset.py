@@ -65,7 +65,7 @@ def test_reclustering_does_not_lower_f1_and_keeps_corrections(uploaded):
 
 def test_search_finds_each_identity(uploaded):
     client, _, photos, labels = uploaded
-    from tests.test_recognition_api import search
+    from tests.conftest import search
 
     by_identity: dict[str, str] = {}
     for face_id, identity in labels.items():

@@ -1,4 +1,4 @@
-"""services.faces with real dlib models on real faces (tests/photos.py); nothing is mocked."""
+"""services.face_engine with real dlib models on real faces (tests/photos.py); nothing is mocked."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import ImageFile
 
-from services import faces
-from services import images
+from services import face_engine
+from services import imaging
+from services.clustering import face_distances
 from tests import photos
 
 ALLOWED = {"jpg", "jpeg", "png", "gif", "webp"}
@@ -18,29 +19,29 @@ SAME_PERSON = 0.6  # face_recognition's usual tolerance
 
 
 @pytest.fixture(scope="module")
-def engine() -> faces.FaceEngine:
-    engine = faces.FaceEngine()
+def engine() -> face_engine.FaceEngine:
+    engine = face_engine.FaceEngine()
     engine.load()
     return engine
 
 
 @pytest.fixture(scope="module")
-def astronaut(engine) -> faces.DetectedFace:
+def astronaut(engine) -> face_engine.DetectedFace:
     (face,) = engine.analyse(photos.astronaut_rgb())
     return face
 
 
 @pytest.fixture(scope="module")
-def hopper(engine) -> faces.DetectedFace:
+def hopper(engine) -> face_engine.DetectedFace:
     (face,) = engine.analyse(photos.hopper_rgb())
     return face
 
 
 def decoded(data: bytes) -> np.ndarray:
-    return images.decode_upload(data, allowed_formats=ALLOWED).rgb
+    return imaging.decode_upload(data, allowed_formats=ALLOWED).rgb
 
 
-def iou(a: faces.Box, b: faces.Box) -> float:
+def iou(a: face_engine.Box, b: face_engine.Box) -> float:
     """Intersection over union of two (top, right, bottom, left) boxes."""
     height = min(a[2], b[2]) - max(a[0], b[0])
     width = min(a[1], b[1]) - max(a[3], b[3])
@@ -97,8 +98,8 @@ def test_matches_face_recognition_exactly(engine, monkeypatch):
 def test_same_person_is_close_and_different_people_are_far(engine, astronaut, hopper, variant):
     for face, data in ((astronaut, photos.astronaut_jpeg()), (hopper, photos.hopper_jpeg())):
         (other,) = engine.analyse(decoded(variant(data)))
-        assert faces.face_distance([face.encoding], other.encoding)[0] < SAME_PERSON
-    assert faces.face_distance([astronaut.encoding], hopper.encoding)[0] > SAME_PERSON
+        assert face_distances([face.encoding], other.encoding)[0, 0] < SAME_PERSON
+    assert face_distances([astronaut.encoding], hopper.encoding)[0, 0] > SAME_PERSON
 
 
 def test_group_photo_faces_come_left_to_right(engine, astronaut, hopper):
@@ -107,7 +108,8 @@ def test_group_photo_faces_come_left_to_right(engine, astronaut, hopper):
     assert found[0].box[3] < found[1].box[3]
     known = np.stack([astronaut.encoding, hopper.encoding])
     for face, who in zip(found, photos.GROUP_ORDER, strict=True):
-        assert photos.GROUP_ORDER[int(np.argmin(faces.face_distance(known, face.encoding)))] == who
+        nearest = int(np.argmin(face_distances(known, face.encoding)))
+        assert photos.GROUP_ORDER[nearest] == who
 
 
 def test_blank_photo_has_no_face(engine):
@@ -130,32 +132,32 @@ def test_quality_prefers_a_large_sharp_face(engine, hopper):
         photos.hopper_jpeg(), 0.4), 1.5)))
     assert hopper.quality > small_blurred.quality + 0.15
     rgb = photos.hopper_rgb()
-    assert faces.quality_score(rgb, hopper.box, None) > faces.quality_score(
+    assert face_engine.quality_score(rgb, hopper.box, None) > face_engine.quality_score(
         decoded(photos.blurred(photos.hopper_jpeg(), 3)), hopper.box, None)
-    assert faces.quality_score(rgb, (700, 900, 800, 800), 1.0) == 0.0
+    assert face_engine.quality_score(rgb, (700, 900, 800, 800), 1.0) == 0.0
 
 
 def test_detection_on_a_downscaled_copy_maps_boxes_back(engine, hopper):
     rgb = photos.hopper_rgb()
-    (face,) = faces.FaceEngine(detection_max_dimension=300).analyse(rgb)
+    (face,) = face_engine.FaceEngine(detection_max_dimension=300).analyse(rgb)
     assert iou(face.box, hopper.box) > 0.6
     assert abs(face.box[3] - hopper.box[3]) < 30 and abs(face.box[0] - hopper.box[0]) < 30
     # Landmarks and encoding still come from the full-resolution pixels.
-    assert faces.face_distance([hopper.encoding], face.encoding)[0] < 0.1
+    assert face_distances([hopper.encoding], face.encoding)[0, 0] < 0.1
 
 
 def test_cnn_model_finds_the_face(astronaut):
     # The CNN takes ~1 s on this 288x240 picture on one CPU core (and ~20x HOG's time).
     rgb = decoded(photos.scaled(photos.astronaut_jpeg(), 0.8))
-    (face,) = faces.FaceEngine(model="cnn").analyse(rgb)
+    (face,) = face_engine.FaceEngine(model="cnn").analyse(rgb)
     hog_box = tuple(round(v * 0.8) for v in astronaut.box)
     assert iou(face.box, hog_box) > 0.4
     assert face.detector_score is not None and face.detector_score > 0.5
-    assert faces.face_distance([astronaut.encoding], face.encoding)[0] < SAME_PERSON
+    assert face_distances([astronaut.encoding], face.encoding)[0, 0] < SAME_PERSON
 
 
 def test_engine_is_safe_to_share_between_threads(engine, hopper):
-    results: list[list[faces.DetectedFace]] = []
+    results: list[list[face_engine.DetectedFace]] = []
     threads = [threading.Thread(target=lambda: results.append(engine.analyse(photos.hopper_rgb())))
                for _ in range(3)]
     for thread in threads:
@@ -168,19 +170,11 @@ def test_engine_is_safe_to_share_between_threads(engine, hopper):
         np.testing.assert_array_equal(face.encoding, hopper.encoding)
 
 
-def test_face_distance_is_vectorised():
-    known = np.stack([np.zeros(128), np.full(128, 0.1)]).astype(np.float32)
-    np.testing.assert_allclose(faces.face_distance(known, np.zeros(128)), [0.0, np.sqrt(1.28)],
-                               rtol=1e-6)
-    assert faces.face_distance(np.empty((0, 128)), np.zeros(128)).shape == (0,)
-    assert faces.face_distance([], np.zeros(128)).shape == (0,)
-
-
 @pytest.mark.parametrize("kwargs", [{"model": "yolo"}, {"upsample": -1}, {"num_jitters": 0},
                                     {"detection_max_dimension": 0}])
 def test_engine_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
-        faces.FaceEngine(**kwargs)
+        face_engine.FaceEngine(**kwargs)
 
 
 def test_engine_wants_rgb_uint8(engine):

@@ -11,19 +11,10 @@ import io
 import pytest
 
 from tests import photos
-from tests.test_albums_sections import MISSING
-from tests.test_albums_sections import assert_error
-
-
-def upload(client, data: bytes, filename: str = "photo.jpg", expect: int = 201, **form):
-    response = client.post("/images/upload", data={"file": (io.BytesIO(data), filename), **form},
-                           content_type="multipart/form-data")
-    assert response.status_code == expect, response.json
-    return response.json["data"] if expect < 300 else response.json
-
-
-def persons(client) -> list[dict]:
-    return client.get("/persons/?limit=500").json["data"]["persons"]
+from tests.conftest import MISSING
+from tests.conftest import assert_error
+from tests.conftest import persons
+from tests.conftest import upload
 
 
 def test_same_person_twice_is_one_person(client):
@@ -433,7 +424,7 @@ def test_repair_undoes_an_upload_a_crash_left_pending(store):
     import datetime as dt
 
     from app import create_app
-    from services import people
+    from services import repair
     from tests.conftest import BASE_CONFIG
     from tests.invariants import check_invariants
 
@@ -443,7 +434,7 @@ def test_repair_undoes_an_upload_a_crash_left_pending(store):
     # As if the worker died before marking the upload ready, a long time ago.
     old = dt.datetime(2020, 1, 1)
     store.set_image_fields(crashed["image_id"], {"status": "pending", "created_at": old})
-    report = people.repair(store)
+    report = repair.run(store)
     assert report["uploads_undone"] == [crashed["image_id"]]
     check_invariants(store)
     assert [p["_id"] for p in persons(client)] == [kept["faces"][0]["person_id"]]
@@ -472,7 +463,7 @@ def test_failed_upload_keeps_deep_pages_right(store):
 
 def test_repair_records_numbers_a_crash_left_unused(store):
     from app import create_app
-    from services import people
+    from services import repair
     from tests.conftest import BASE_CONFIG
 
     client = create_app(dict(BASE_CONFIG), store=store, environ={}).test_client()
@@ -480,7 +471,7 @@ def test_repair_records_numbers_a_crash_left_unused(store):
     for _ in range(3):
         store.next_seq("images")  # numbers reserved by uploads that died before writing
     second = upload(client, photos.hopper_jpeg())
-    assert people.repair(store)["image_numbers_recovered"] == 0  # too recent to tell
+    assert repair.run(store)["image_numbers_recovered"] == 0  # too recent to tell
     assert store.fill_image_gaps(in_flight=0) == 3
     page = client.get("/images/?limit=1&offset=1").json["data"]
     assert [i["_id"] for i in page["images"]] == [first["image_id"]]
@@ -534,17 +525,17 @@ def test_user_mistakes_in_queries_are_400(client):
 def test_hand_corrections_wait_for_a_running_recluster(client, store):
     import time
 
-    from services import people
+    from services import bookkeeping
 
     a = upload(client, photos.astronaut_jpeg())
     face_id = a["faces"][0]["face_id"]
-    assert store.acquire_lock(people.RECLUSTER_LOCK, "other-worker", 600)
+    assert store.acquire_lock(bookkeeping.RECLUSTER_LOCK, "other-worker", 600)
     assert_error(client.put(f"/faces/{face_id}/move-to-new"), 409, "ConflictError")
     assert_error(client.delete(f"/images/{a['image_id']}"), 409, "ConflictError")
-    store.release_lock(people.RECLUSTER_LOCK, "other-worker")
+    store.release_lock(bookkeeping.RECLUSTER_LOCK, "other-worker")
     assert client.put(f"/faces/{face_id}/move-to-new").status_code == 200
     # A lock left by a crashed re-clustering stops blocking once its time is up.
-    assert store.acquire_lock(people.RECLUSTER_LOCK, "crashed-worker", 0)
+    assert store.acquire_lock(bookkeeping.RECLUSTER_LOCK, "crashed-worker", 0)
     time.sleep(0.01)  # older than its ttl of 0 s
     assert client.put(f"/faces/{face_id}/move-to-new").status_code == 200
 

@@ -1,4 +1,4 @@
-"""services.images on real photos built in memory (tests/photos.py): decoding, EXIF, resizing."""
+"""services.imaging on real photos built in memory (tests/photos.py): decoding, EXIF, resizing."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from PIL import Image
 from PIL import ImageFile
 
 import errors
-from services import images
+from services import imaging
 from tests import photos
 
 ALLOWED = {"png", "jpg", "jpeg", "gif", "webp"}
 UPRIGHT = photos.astronaut_rgb()
 
 
-def decode(data: bytes, **kwargs) -> images.DecodedImage:
-    return images.decode_upload(data, allowed_formats=ALLOWED, **kwargs)
+def decode(data: bytes, **kwargs) -> imaging.DecodedImage:
+    return imaging.decode_upload(data, allowed_formats=ALLOWED, **kwargs)
 
 
 def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,8 +49,8 @@ def test_every_allowed_format_decodes(build, fmt, mime):
 def test_type_comes_from_the_bytes_not_the_name():
     # Only PNG allowed: JPEG bytes fail whatever the client called the file.
     with pytest.raises(errors.FileValidationError, match="allowed format.*png"):
-        images.decode_upload(photos.astronaut_jpeg(), allowed_formats={"png"})
-    assert images.decode_upload(photos.as_png(UPRIGHT), allowed_formats={"PNG"}).format == "PNG"
+        imaging.decode_upload(photos.astronaut_jpeg(), allowed_formats={"png"})
+    assert imaging.decode_upload(photos.as_png(UPRIGHT), allowed_formats={"PNG"}).format == "PNG"
 
 
 @pytest.mark.parametrize("data", [
@@ -218,75 +218,75 @@ def test_corrupted_bytes_only_ever_raise_file_validation_error():
 
 
 def test_resize_to_fit_shrinks_but_never_enlarges():
-    resized, scale = images.resize_to_fit(UPRIGHT, 180)
+    resized, scale = imaging.resize_to_fit(UPRIGHT, 180)
     assert resized.shape == (150, 180, 3) and scale == 0.5 and resized.dtype == np.uint8
-    same, scale = images.resize_to_fit(UPRIGHT, 360)
+    same, scale = imaging.resize_to_fit(UPRIGHT, 360)
     assert same is UPRIGHT and scale == 1.0
     with pytest.raises(ValueError):
-        images.resize_to_fit(UPRIGHT, 0)
+        imaging.resize_to_fit(UPRIGHT, 0)
 
 
 @pytest.mark.parametrize("source", [photos.hopper_jpeg, lambda: photos.transparent_png(UPRIGHT)])
 def test_thumbnail_is_a_jpeg_inside_the_square(source):
-    thumbnail = images.make_thumbnail(source(), 100)
+    thumbnail = imaging.make_thumbnail(source(), 100)
     with Image.open(io.BytesIO(thumbnail)) as img:
         assert img.format == "JPEG" and max(img.size) == 100
 
 
 def test_thumbnail_keeps_aspect_and_orientation():
-    thumbnail = images.make_thumbnail(photos.with_exif_orientation(UPRIGHT, 6), 120)
+    thumbnail = imaging.make_thumbnail(photos.with_exif_orientation(UPRIGHT, 6), 120)
     with Image.open(io.BytesIO(thumbnail)) as img:
         assert img.size == (120, 100)
 
 
 def test_thumbnail_of_bad_bytes_is_a_validation_error():
     with pytest.raises(errors.FileValidationError):
-        images.make_thumbnail(b"not an image", 100)
+        imaging.make_thumbnail(b"not an image", 100)
 
 
 def test_encode_for_storage_keeps_png_only_for_transparent_uploads():
     opaque = decode(photos.astronaut_jpeg())
-    data, mime = images.encode_for_storage(opaque, opaque.rgb, quality=85)
+    data, mime = imaging.encode_for_storage(opaque, opaque.rgb, quality=85)
     assert mime == "image/jpeg" and data[:2] == b"\xff\xd8"
     transparent = decode(photos.transparent_png(UPRIGHT))
-    data, mime = images.encode_for_storage(transparent, transparent.rgb, quality=85)
+    data, mime = imaging.encode_for_storage(transparent, transparent.rgb, quality=85)
     assert mime == "image/png" and data[:4] == b"\x89PNG"
     assert (decode(data).rgb == transparent.rgb).all()
 
 
 def test_encode_jpeg_checks_quality():
-    assert decode(images.encode_jpeg(UPRIGHT, 90)).rgb.shape == UPRIGHT.shape
+    assert decode(imaging.encode_jpeg(UPRIGHT, 90)).rgb.shape == UPRIGHT.shape
     with pytest.raises(ValueError):
-        images.encode_jpeg(UPRIGHT, 0)
+        imaging.encode_jpeg(UPRIGHT, 0)
 
 
 def test_crop_box_pads_and_clips():
     box = (76, 225, 166, 135)  # the astronaut's face: 90 x 90
-    assert images.crop_box(UPRIGHT, box, 0.0).shape == (90, 90, 3)
-    assert images.crop_box(UPRIGHT, box, 0.5).shape == (180, 180, 3)
+    assert imaging.crop_box(UPRIGHT, box, 0.0).shape == (90, 90, 3)
+    assert imaging.crop_box(UPRIGHT, box, 0.5).shape == (180, 180, 3)
     # Near the top edge the padding is cut off by the image.
-    assert images.crop_box(UPRIGHT, box, 1.0).shape == (166 + 90, 270, 3)
+    assert imaging.crop_box(UPRIGHT, box, 1.0).shape == (166 + 90, 270, 3)
     with pytest.raises(ValueError):
-        images.crop_box(UPRIGHT, (400, 500, 450, 450), 0.2)
+        imaging.crop_box(UPRIGHT, (400, 500, 450, 450), 0.2)
 
 
 def test_data_uri_round_trip():
     data = photos.astronaut_jpeg()
-    uri = images.data_uri(data, "image/jpeg")
+    uri = imaging.data_uri(data, "image/jpeg")
     assert uri.startswith("data:image/jpeg;base64,/9j/")
-    assert images.parse_data_uri(uri) == (data, "image/jpeg")
+    assert imaging.parse_data_uri(uri) == (data, "image/jpeg")
     wrapped = uri[:40] + "\n" + uri[40:]
-    assert images.parse_data_uri(wrapped) == (data, "image/jpeg")
+    assert imaging.parse_data_uri(wrapped) == (data, "image/jpeg")
 
 
 @pytest.mark.parametrize("uri", ["", "image/png;base64,AAAA", "data:image/png;base64,@@@@",
                                  "data:image/png;base64"])
 def test_malformed_data_uris_are_rejected(uri):
     with pytest.raises(errors.FileValidationError):
-        images.parse_data_uri(uri)
+        imaging.parse_data_uri(uri)
 
 
 def test_unknown_extension_is_a_programming_error():
-    assert images.pillow_formats({"jpg", ".JPEG", "png"}) == {"JPEG", "PNG"}
+    assert imaging.pillow_formats({"jpg", ".JPEG", "png"}) == {"JPEG", "PNG"}
     with pytest.raises(ValueError):
-        images.pillow_formats({"heic-nope"})
+        imaging.pillow_formats({"heic-nope"})

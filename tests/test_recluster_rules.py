@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from config import load_config
-from services import people
+from services import bookkeeping
 from services import recognition
 from services import storage
 from services.context import Gallery
@@ -15,7 +15,7 @@ from tests.invariants import check_invariants
 def _gallery(store, layout):
     """Write persons, images and faces: layout rows are (person, image, centre, manual)."""
     rng = np.random.default_rng(0)
-    persons = {key: people.new_person_doc(store) for key in {row[0] for row in layout}}
+    persons = {key: bookkeeping.new_person_doc(store) for key in {row[0] for row in layout}}
     images = {key: storage.new_id() for key in {row[1] for row in layout}}
     moment = storage.now()
     for key, image_id in images.items():

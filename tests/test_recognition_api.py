@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from app import create_app
 from services import recognition
 from tests import photos
 from tests.conftest import BASE_CONFIG
-from tests.test_albums_sections import assert_error
-from tests.test_faces_api import upload
-
-
-def search(client, data: bytes, expect: int = 200, **form):
-    response = client.post("/images/search-by-image",
-                           data={"file": (io.BytesIO(data), "q.jpg"), **form},
-                           content_type="multipart/form-data")
-    assert response.status_code == expect, response.json
-    return response.json["data"] if expect == 200 else response.json
+from tests.conftest import assert_error
+from tests.conftest import search
+from tests.conftest import upload
 
 
 def test_search_finds_the_person(client):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from flask import Blueprint
@@ -13,7 +14,7 @@ from errors import ConfigError
 from errors import FaceDetectionError
 from tests.conftest import BASE_CONFIG
 from tests.conftest import ROOT
-from tests.test_albums_sections import assert_error
+from tests.conftest import assert_error
 
 UNREACHABLE = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
 
@@ -165,16 +166,38 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path, monkeypatch):
     assert values["IMAGE_QUALITY"] == "70" and values["THUMBNAIL_SIZE"] == "150"
 
 
-def test_bad_config_stops_the_process_with_one_line(tmp_path):
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-c", "import wsgi"],
+    [sys.executable, "app.py"],
+    [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+], ids=["wsgi", "app.py", "gunicorn"])
+def test_bad_config_stops_the_process_with_one_line(tmp_path, command):
     result = subprocess.run(
-        [sys.executable, "-c", "import app"], cwd=ROOT, capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "FACE_DETECTION_MODEL": "foo", "DATA_DIR": str(tmp_path)},
-        timeout=60,
+        command, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "FACE_DETECTION_MODEL": "foo", "DATA_DIR": str(tmp_path),
+             "PORT": "59731"},
     )
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # gunicorn logs its own start first; the master then stops, no worker ever boots.
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and "Starting gunicorn" not in line]
     assert lines == ["configuration error: FACE_DETECTION_MODEL: expected one of hog, cnn "
                      "(got 'foo')"]
+
+
+def test_importing_the_factory_builds_nothing():
+    """``import app`` has no side effects: no app, no store, no data directory."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import app; assert not hasattr(app, 'app')"], cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "FACE_DETECTION_MODEL": "foo"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_repair_command_reports_what_it_did(app):
+    result = app.test_cli_runner().invoke(args=["gallery", "repair"])
+    assert result.exit_code == 0, result.output
+    assert '"uploads_undone": []' in result.output
 
 
 def test_env_example_is_a_valid_configuration():

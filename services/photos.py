@@ -11,8 +11,9 @@ from datetime import datetime
 
 from errors import DocumentNotFoundError
 from errors import ValidationError
+from services import bookkeeping
 from services import catalog
-from services import images as imaging
+from services import imaging
 from services import people
 from services import storage
 from services.catalog import ref
@@ -197,10 +198,10 @@ def _refile(store: Store, image: Doc, changes: Doc) -> tuple[str, str]:
 
 def delete_image(store: Store, image_id: str) -> Doc:
     """Delete an image with its faces; persons left without faces are deleted too."""
-    people.refuse_during_recluster(store)
+    bookkeeping.refuse_during_recluster(store)
     image_id = store.get_image(image_id)["_id"]
     before = store.start_image_delete(image_id)
     if before is None or before.get("status") != "ready":
         # Gone, still uploading, or another request is deleting it right now.
         raise DocumentNotFoundError.for_id("Image", image_id)
-    return people.remove_image(store, image_id)
+    return bookkeeping.remove_image(store, image_id)

@@ -24,13 +24,13 @@ import numpy.typing as npt
 from PIL import Image
 
 import errors
-from services import images
+from services import imaging
 
-__all__ = ["Box", "DetectedFace", "FaceEngine", "face_distance", "quality_score"]
+__all__ = ["Box", "DetectedFace", "FaceEngine", "quality_score"]
 
 log = logging.getLogger(__name__)
 
-Box = images.Box  # (top, right, bottom, left), pixels, like face_recognition
+Box = imaging.Box  # (top, right, bottom, left), pixels, like face_recognition
 Encodings = npt.NDArray[np.float32]
 
 MODELS = ("hog", "cnn")
@@ -145,7 +145,7 @@ class FaceEngine:
         image = _dlib_image(rgb)
         small = image
         if self.detection_max_dimension is not None:
-            small, _ = images.resize_to_fit(image, self.detection_max_dimension)
+            small, _ = imaging.resize_to_fit(image, self.detection_max_dimension)
         detector = _model(self.model)
         try:
             with _use_locks[self.model]:
@@ -212,15 +212,6 @@ def _dlib_image(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 def _trim(top: int, right: int, bottom: int, left: int, shape: tuple[int, ...]) -> Box:
     """Clip a box to the image, exactly as face_recognition's ``_trim_css_to_bounds``."""
     return max(top, 0), min(right, shape[1]), min(bottom, shape[0]), max(left, 0)
-
-
-def face_distance(known: npt.ArrayLike, one: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Euclidean distance from each row of ``known`` to ``one``; same person below ~0.6."""
-    known = np.asarray(known, dtype=np.float64)
-    if known.size == 0:
-        return np.empty((0,), dtype=np.float64)
-    return np.linalg.norm(known.reshape(-1, ENCODING_SIZE) - np.asarray(one, dtype=np.float64),
-                          axis=1)
 
 
 def quality_score(rgb: npt.NDArray[np.uint8], box: Box, detector_score: float | None) -> float:

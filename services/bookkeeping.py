@@ -1,0 +1,185 @@
+"""The persons' bookkeeping: counters, thumbnails, empty persons, locks, and undoing writes.
+
+A face's ``person_id`` is the source of truth; a person's ``face_count``, ``image_count``,
+``manual_face_count`` and thumbnail are derived from its faces and kept with ``$inc`` as faces
+move. Everything here is shared by the persons API (:mod:`services.people`), uploads,
+image deletion, re-clustering and crash repair (:mod:`services.repair`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import typing as t
+from collections.abc import Iterable
+
+from errors import ConflictError
+from services import storage
+from services.storage import Store
+
+PERSON_LOCK_WAIT = 5.0
+PERSON_LOCK_TTL = 30.0
+#: Held while every face is re-clustered; hand corrections wait for it (409 meanwhile).
+RECLUSTER_LOCK = "recluster"
+
+Doc = dict[str, t.Any]
+
+
+def new_person_doc(store: Store, *, face_count: int = 0, thumbnail_face_id: str = "",
+                   thumbnail_quality: float = -1.0, name: str | None = None,
+                   number: int | None = None) -> Doc:
+    """A person document numbered from a counter, so "Person N" is never reused.
+
+    ``number``: one the caller reserved already (``store.next_seq("person_number", k)``).
+    """
+    number = store.next_seq("person_number") if number is None else number
+    moment = storage.now()
+    name = name or f"Person {number}"
+    return {
+        "_id": storage.new_id(), "number": number, "name": name, "name_lc": name.lower(),
+        "named_by_user": False, "face_count": face_count, "image_count": face_count,
+        "manual_face_count": 0, "thumbnail_face_id": thumbnail_face_id,
+        "thumbnail_quality": thumbnail_quality, "created_at": moment, "updated_at": moment,
+    }
+
+
+
+def refuse_during_recluster(store: Store) -> None:
+    """409 while a re-clustering runs: it rewrites faces from what it read at its start."""
+    if store.lock_holder(RECLUSTER_LOCK) is not None:
+        raise ConflictError("Faces are being re-clustered; retry in a few seconds",
+                            details={"retry_after_seconds": 5})
+
+
+@contextlib.contextmanager
+def person_lock(store: Store, person_id: str) -> t.Iterator[None]:
+    """Hold a short lock on one person: corrections into it take turns (409 after 5 s)."""
+    name, holder = f"person:{person_id}", f"{os.getpid()}:{storage.new_id()}"
+    deadline = time.monotonic() + PERSON_LOCK_WAIT
+    while not store.acquire_lock(name, holder, PERSON_LOCK_TTL):
+        if time.monotonic() > deadline:
+            raise ConflictError("This person is being changed by another request; retry",
+                                details={"person_id": person_id})
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        store.release_lock(name, holder)
+
+
+def settle_person(store: Store, person_id: str, *, left_face_id: str = "",
+                   delete_empty: bool = True) -> bool:
+    """After faces left a person: delete it if empty, else fix its thumbnail. True if deleted."""
+    if store.count_faces_of_person(person_id) == 0:
+        return delete_if_empty(store, person_id) if delete_empty else True
+    person = store.find_person(person_id)
+    if person is not None and person.get("thumbnail_face_id") in {left_face_id, ""}:
+        refresh_thumbnail(store, person_id)
+    return False
+
+
+def best_face_of(store: Store, person_id: str) -> Doc | None:
+    faces = store.faces_of_person(person_id, projection={"quality_score": 1, "image_seq": 1})
+    return best_face(faces) if faces else None
+
+
+def refresh_thumbnail(store: Store, person_id: str) -> None:
+    """Make the person's best-quality face its thumbnail."""
+    best = best_face_of(store, person_id)
+    store.set_person_fields(person_id, {
+        "thumbnail_face_id": best["_id"] if best else "",
+        "thumbnail_quality": quality_of(best) if best else -1.0})
+
+
+def remove_image(store: Store, image_id: str) -> Doc:
+    """Delete an image, its faces and crops; persons left empty are deleted.
+
+    Safe to run twice at once (a retry, or repair finishing it): each face is removed, and
+    counted off its person, by one caller only.
+    """
+    image = store.find_image(image_id)
+    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
+    for face in faces:
+        store.adjust_person_counts(face["person_id"], -1, -1,
+                                   manual=-1 if face.get("is_manual_assignment") else 0)
+    store.log_face_changes([(f["_id"], "") for f in faces])
+    deleted = [f["person_id"] for f in faces
+               if settle_person(store, f["person_id"], left_face_id=f["_id"])]
+    if image is not None:
+        store.delete_image_docs(image)
+    return {"deleted_image_id": image_id, "faces_deleted": len(faces),
+            "persons_deleted": deleted}
+
+
+def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
+    """Remove whatever a failed upload wrote and recount the persons it touched."""
+    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
+    store.log_face_changes([(f["_id"], "") for f in faces])
+    image = store.find_image(image_id)
+    if image is not None:
+        store.delete_image_docs(image)
+    else:
+        store.delete_image_blob(image_id)
+    for person_id in set(person_ids):
+        recount_person(store, person_id)
+
+
+def delete_if_empty(store: Store, person_id: str) -> bool:
+    """Delete a person that holds no face; True if it was deleted.
+
+    An upload in another worker can land a face in the person between the count and the
+    delete: looking again afterwards brings the person back rather than leave that face
+    pointing at nothing.
+    """
+    if store.count_faces_of_person(person_id) > 0:
+        return False
+    store.delete_person(person_id)
+    if store.count_faces_of_person(person_id) > 0:
+        restore_person(store, person_id)
+        return False
+    return True
+
+
+def restore_person(store: Store, person_id: str) -> None:
+    """Recreate a deleted person that faces still point at (a race with its deletion)."""
+    faces = store.faces_of_person(person_id, projection=_COUNT_FIELDS)
+    if not faces:
+        return
+    person = new_person_doc(store)
+    person["_id"] = person_id
+    person.update(_counts(faces))
+    try:
+        store.insert_persons([person])
+    except storage.DuplicateKeyError:
+        recount_person(store, person_id)
+
+
+def _counts(faces: list[Doc]) -> Doc:
+    best = best_face(faces)
+    return {"face_count": len(faces), "image_count": len({f["image_id"] for f in faces}),
+            "manual_face_count": sum(1 for f in faces if f.get("is_manual_assignment")),
+            "thumbnail_face_id": best["_id"], "thumbnail_quality": quality_of(best)}
+
+
+def best_face(faces: list[Doc]) -> Doc:
+    """The face with the highest quality score (ties: the larger id, i.e. the newer)."""
+    return max(faces, key=lambda f: (quality_of(f), f["_id"]))
+
+
+def quality_of(face: Doc) -> float:
+    return float(face.get("quality_score") or 0.0)
+
+
+_COUNT_FIELDS = {"image_id": 1, "is_manual_assignment": 1, "quality_score": 1, "image_seq": 1}
+
+
+def recount_person(store: Store, person_id: str) -> None:
+    """Set a person's counters from its faces (the source of truth); delete it if empty."""
+    faces = store.faces_of_person(person_id, projection=_COUNT_FIELDS)
+    if not faces:
+        store.delete_person(person_id)
+        return
+    if store.find_person(person_id) is None:
+        return
+    store.set_person_fields(person_id, _counts(faces))
