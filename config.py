@@ -62,6 +62,11 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _workers(raw: str) -> int:
+    value = _int_range(0, 64)(raw)
+    return value or os.cpu_count() or 1
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -95,6 +100,8 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "FACE_DETECTION_UPSAMPLE": (_int_range(0, 3), "1"),
     "FACE_NUM_JITTERS": (_int_range(1, 100), "1"),
     "FACE_CROP_PADDING": (_float_range(0.0, 1.0), "0.1"),
+    # 0 = one per core.
+    "INGEST_WORKERS": (_workers, "0"),
     "IMAGE_MAX_DIMENSION": (_int_range(64, 20000), "1920"),
     "IMAGE_QUALITY": (_int_range(1, 100), "85"),
     "IMAGE_COMPRESSION": (_bool, "true"),

@@ -44,6 +44,15 @@ class GalleryError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[t.Any, ...]:
+        # Errors cross process boundaries (the ingest pool): keep ``details``, which the
+        # default pickling of an exception (its args only) would drop.
+        return _rebuild, (type(self), self.message, self.details)
+
+
+def _rebuild(cls: type[GalleryError], message: str, details: t.Any) -> GalleryError:
+    return cls(message, details=details)
+
 
 class ValidationError(GalleryError):
     code = 400

@@ -39,14 +39,17 @@ def upload_image():
 
 @bp.post("/upload-multiple")
 def upload_images():
-    """Upload several photos (field ``files``); one bad file never fails the others."""
+    """Upload several photos (field ``files``); one bad file never fails the others.
+
+    200 when every file was stored or already there, 207 when some failed.
+    """
     album_id, section_id = form_id("album_id"), form_id("section_id")
     files = uploaded_files("files", "files[]", "file")
-    result = upload.upload_batch(
-        gallery(), [(f.filename or "", f.read()) for f in files],
-        album_id=album_id, section_id=section_id)
-    return ok(result, f"{result['successful_uploads']} of {result['total_images']} images "
-                      "uploaded")
+    result = upload.upload_batch(gallery(), [(f.filename or "", f.read) for f in files],
+                                 album_id=album_id, section_id=section_id)
+    message = (f"{result['successful_uploads']} uploaded, {result['duplicates']} already "
+               f"stored, {result['failed_uploads']} failed of {result['total_images']} images")
+    return ok(result, message, 207 if result["failed_uploads"] else 200)
 
 
 @bp.post("/search-by-image")

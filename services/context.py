@@ -20,6 +20,7 @@ from services.storage import open_store
 if t.TYPE_CHECKING:  # pragma: no cover
     from services.face_engine import FaceEngine
     from services.face_index import FaceIndex
+    from services.ingest import IngestPool
 
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,14 @@ class Gallery:
         self._store = store
         self._injected_store = store is not None
         self._engine: FaceEngine | None = None
+        self._ingest_pool: IngestPool | None = None
         self._index: FaceIndex | None = None
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._index = None
+            self._ingest_pool = None  # its processes are the parent's children
             if not self._injected_store:
                 self._store = None
 
@@ -68,23 +71,35 @@ class Gallery:
         return store
 
     def close(self) -> None:
-        """Close this process's database client (scripts and tests; workers just exit)."""
+        """Close this process's database client and ingest pool (scripts and tests)."""
         with self._lock:
             if self._store is not None and not self._injected_store:
                 self._store.close()
                 self._store = None
+            if self._ingest_pool is not None:
+                self._ingest_pool.close()
+                self._ingest_pool = None
+
+    @property
+    def ingest_pool(self) -> IngestPool:
+        """This process's photo-analysis pool; its worker processes start on first use."""
+        with self._lock:
+            self._check_fork()
+            if self._ingest_pool is None:
+                from services.ingest import IngestPool
+
+                self._ingest_pool = IngestPool(self.settings["INGEST_WORKERS"])
+            return self._ingest_pool
 
     @property
     def engine(self) -> FaceEngine:
         """The face engine; dlib loads its models on the first detection, not here."""
         with self._lock:
             if self._engine is None:
-                from services.face_engine import FaceEngine
+                from services import ingest
 
-                s = self.settings
-                self._engine = FaceEngine(model=s["FACE_DETECTION_MODEL"],
-                                          upsample=s["FACE_DETECTION_UPSAMPLE"],
-                                          num_jitters=s["FACE_NUM_JITTERS"])
+                self._engine = ingest.engine_for(ingest.AnalysisOptions.from_settings(
+                    self.settings))
             return self._engine
 
     def sync_index(self) -> FaceIndex:

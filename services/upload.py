@@ -15,6 +15,8 @@ import os
 import socket
 import time
 import typing as t
+from collections.abc import Iterable
+from collections.abc import Iterator
 from datetime import datetime
 
 import numpy as np
@@ -26,6 +28,7 @@ from errors import GalleryError
 from services import bookkeeping
 from services import clustering
 from services import imaging
+from services import ingest
 from services import people
 from services import storage
 from services.catalog import ref
@@ -55,38 +58,32 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
     :raise FileValidationError: the bytes are not a supported image.
     """
     started = time.perf_counter()
-    store, settings = gallery.store, gallery.settings
+    store = gallery.store
     album, section = resolve_filing(store, album_id, section_id)
-    sha256 = hashlib.sha256(data).hexdigest()
-    existing = _existing_image(store, sha256)
+    # Duplicates are found by the bytes' hash before any decoding.
+    existing = _existing_image(store, hashlib.sha256(data).hexdigest())
     if existing is not None:
         return _duplicate_result(store, existing, started)
+    options = ingest.AnalysisOptions.from_settings(gallery.settings)
+    analysis = ingest.analyse_photo(data, options, gallery.engine)
+    return store_analysis(gallery, analysis, filename, album=album, section=section,
+                          started=started)
 
-    decoded = imaging.decode_upload(data, allowed_formats=settings["ALLOWED_EXTENSIONS"],
-                                    max_pixels=settings["IMAGE_MAX_PIXELS"])
-    work, scale = imaging.resize_to_fit(decoded.rgb, settings["IMAGE_MAX_DIMENSION"])
-    found = gallery.engine.analyse(work)
-    if settings["IMAGE_COMPRESSION"]:
-        stored, mime_type = imaging.encode_for_storage(decoded, work,
-                                                       quality=settings["IMAGE_QUALITY"])
-        box_scale = 1.0
-        width, height = work.shape[1], work.shape[0]
-    else:
-        # The original bytes are kept: give boxes in its (upright) pixel grid.
-        stored, mime_type = data, decoded.mime_type
-        box_scale = 1.0 / scale
-        width, height = decoded.width, decoded.height
-    padding = settings["FACE_CROP_PADDING"]
-    crops = [imaging.encode_jpeg(imaging.crop_box(work, face.box, padding),
-                                 settings["IMAGE_QUALITY"]) for face in found]
 
+def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *, album: str,
+                   section: str, started: float) -> Doc:
+    """Write an analysed photo: give its faces persons, then store it in the crash-safe order.
+
+    ``album`` and ``section`` are resolved ids (``""`` for none).
+    """
+    store, settings = gallery.store, gallery.settings
     index = gallery.sync_index()
     embeddings, _, person_ids, _ = index.snapshot()
     choices = clustering.assign_faces(
-        _stack([face.encoding for face in found]), embeddings, person_ids,
+        _stack([face.encoding for face in analysis.faces]), embeddings, person_ids,
         tolerance=settings["FACE_RECOGNITION_TOLERANCE"])
 
-    blob_uri = imaging.data_uri(stored, mime_type)
+    blob_uri = imaging.data_uri(analysis.stored, analysis.mime_type)
     if len(blob_uri) > MAX_BLOB_BYTES:
         raise FileSizeError(
             f"The image to store is {len(blob_uri) // 2**20} MB as a data URI, over the "
@@ -94,6 +91,7 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
             "enable IMAGE_COMPRESSION or upload a smaller file",
             details={"stored_bytes": len(blob_uri)})
 
+    sha256 = analysis.sha256
     image_id = storage.new_id()
     while not store.claim_hash(sha256, image_id, _claimant()):
         # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
@@ -102,22 +100,23 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
             return _duplicate_result(store, existing, started)
 
     moment = storage.now()
-    taken_at = decoded.exif.get("taken_at")
+    taken_at = analysis.exif.get("taken_at")
     image_doc: Doc = {
         "_id": image_id, "seq": store.next_seq("images"), "status": "pending",
-        "filename": clean_filename(filename), "mime_type": mime_type, "sha256": sha256,
-        "size_bytes": len(stored), "original_size_bytes": len(data),
-        "original_format": decoded.format, "width": width, "height": height,
-        "exif": decoded.exif, "taken_at": taken_at,
+        "filename": clean_filename(filename), "mime_type": analysis.mime_type,
+        "sha256": sha256, "size_bytes": len(analysis.stored),
+        "original_size_bytes": analysis.original_size_bytes,
+        "original_format": analysis.original_format, "width": analysis.width,
+        "height": analysis.height, "exif": analysis.exif, "taken_at": taken_at,
         "photo_date": taken_at if isinstance(taken_at, datetime) else moment,
-        "album_id": album, "section_id": section, "face_count": len(found),
+        "album_id": album, "section_id": section, "face_count": len(analysis.faces),
         "created_at": moment, "updated_at": moment,
     }
     touched: list[str] = [p for p, _ in choices if p is not None]
     try:
-        store.insert_image(image_doc, {"_id": image_id, "mime_type": mime_type,
+        store.insert_image(image_doc, {"_id": image_id, "mime_type": analysis.mime_type,
                                        "original_image_base64": blob_uri})
-        faces = _write_faces(store, image_doc, found, crops, choices, box_scale, touched)
+        faces = _write_faces(store, image_doc, analysis.faces, choices, touched)
         store.set_image_fields(image_id, {"status": "ready"})
     except BaseException:
         log.exception("upload of %s failed; removing what was written", filename)
@@ -134,35 +133,72 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
                    "person_id": f["person_id"], "person_name": f["person_name"],
                    "new_person": f["new_person"], "quality_score": f["quality_score"]}
                   for f in faces],
-        "width": width, "height": height, "album_id": ref(album), "section_id": ref(section),
-        "processing_time": round(time.perf_counter() - started, 3),
+        "width": analysis.width, "height": analysis.height, "album_id": ref(album),
+        "section_id": ref(section), "processing_time": round(time.perf_counter() - started, 3),
     }
 
 
-def upload_batch(gallery: Gallery, files: list[tuple[str, bytes]], *,
+def upload_batch(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *,
                  album_id: str | None = None, section_id: str | None = None) -> Doc:
-    """Upload each file in turn; a file's error is reported with it, the rest go on."""
+    """Upload each file; a file's error is reported with it, the rest go on.
+
+    The answer counts new uploads, duplicates and failures apart (they add up to
+    ``total_images``) and lists each file's result in order.
+    """
     started = time.perf_counter()
-    resolve_filing(gallery.store, album_id, section_id)  # unknown ids fail before any work
-    results = []
-    for filename, data in files:
+    album, section = resolve_filing(gallery.store, album_id, section_id)  # fail before work
+    results = list(ingest_files(gallery, files, album=album, section=section))
+    summary = summarise(results)
+    summary["processing_time"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *,
+                 album: str, section: str) -> Iterator[Doc]:
+    """Upload files one after another, yielding each file's result as it is written.
+
+    ``files`` gives each file's name and a function returning its bytes, called only when the
+    file's turn comes; ``album`` and ``section`` are resolved ids (``""`` for none). Photos
+    are analysed in the ingest pool (``INGEST_WORKERS`` processes) and written here one at a
+    time, in order, exactly as a single upload writes. Bytes already stored are answered
+    from the store without being analysed. The batch API, jobs and the import command all
+    come through here.
+    """
+    store = gallery.store
+
+    def known(data: bytes) -> Doc | None:
+        existing = _existing_image(store, hashlib.sha256(data).hexdigest())
+        return None if existing is None else _duplicate_result(store, existing,
+                                                                time.perf_counter())
+
+    options = ingest.AnalysisOptions.from_settings(gallery.settings)
+    for filename, outcome, seconds in gallery.ingest_pool.analyse(files, options,
+                                                                   precheck=known):
         try:
-            result = upload_image(gallery, data, filename, album_id=album_id,
-                                  section_id=section_id)
-            results.append({"filename": filename, "success": True, **result})
+            if isinstance(outcome, GalleryError):
+                raise outcome
+            if isinstance(outcome, ingest.Analysis):
+                outcome = store_analysis(gallery, outcome, filename, album=album,
+                                         section=section, started=time.perf_counter() - seconds)
+            yield {"filename": filename, "success": True, **outcome}
         except DatabaseConnectionError:
             raise
         except GalleryError as err:
-            results.append({"filename": filename, "success": False, "error": err.message,
-                            "error_type": type(err).__name__, "code": err.code})
+            yield {"filename": filename, "success": False, "error": err.message,
+                   "error_type": type(err).__name__, "code": err.code}
+
+
+def summarise(results: list[Doc]) -> Doc:
+    """Counts over per-file results: a duplicate is not a new upload, and the three counts
+    (``successful_uploads``, ``duplicates``, ``failed_uploads``) add up to ``total_images``."""
     succeeded = [r for r in results if r["success"]]
+    duplicates = sum(1 for r in succeeded if r["duplicate"])
     return {
-        "total_images": len(files), "successful_uploads": len(succeeded),
-        "failed_uploads": len(results) - len(succeeded),
-        "duplicates": sum(1 for r in succeeded if r["duplicate"]),
+        "total_images": len(results), "successful_uploads": len(succeeded) - duplicates,
+        "failed_uploads": len(results) - len(succeeded), "duplicates": duplicates,
         "total_faces_detected": sum(r["faces_detected"] for r in succeeded if not r["duplicate"]),
         "persons_created": sum(r["persons_created"] for r in succeeded),
-        "results": results, "processing_time": round(time.perf_counter() - started, 3),
+        "results": results,
     }
 
 
@@ -236,9 +272,8 @@ def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
     }
 
 
-def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes],
-                 choices: list[tuple[str | None, float | None]], box_scale: float,
-                 touched: list[str]) -> list[Doc]:
+def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
+                 choices: list[tuple[str | None, float | None]], touched: list[str]) -> list[Doc]:
     """Write new persons, crops and faces, then count them on existing persons.
 
     ``touched`` receives every person id written to, so a failure can be cleaned up.
@@ -250,8 +285,7 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
     face_docs, crop_docs, results = [], [], []
     new_persons: list[Doc] = []
     existing: list[tuple[str, float, str]] = []
-    for i, (face, crop, (person_id, _distance)) in enumerate(
-            zip(found, crops, choices, strict=True)):
+    for i, (face, (person_id, _distance)) in enumerate(zip(found, choices, strict=True)):
         face_id = storage.new_id()
         new_person = person_id is None
         if new_person:
@@ -262,7 +296,7 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
             touched.append(person_id)
         else:
             existing.append((person_id, face.quality, face_id))
-        top, right, bottom, left = (round(v * box_scale) for v in face.box)
+        top, right, bottom, left = face.box
         location = {"top": top, "right": right, "bottom": bottom, "left": left}
         face_docs.append({
             "_id": face_id, "seq": last_seq - len(found) + 1 + i, "image_id": image["_id"],
@@ -274,7 +308,7 @@ def _write_faces(store: Store, image: Doc, found: list[t.Any], crops: list[bytes
             "created_at": moment, "updated_at": moment,
         })
         crop_docs.append({"_id": face_id, "mime_type": "image/jpeg",
-                          "cropped_face_base64": imaging.data_uri(crop, "image/jpeg")})
+                          "cropped_face_base64": imaging.data_uri(face.crop_jpeg, "image/jpeg")})
         results.append({"face_id": face_id, "location": location, "person_id": person_id,
                         "new_person": new_person, "quality_score": round(face.quality, 4)})
     store.insert_persons(new_persons)

@@ -28,7 +28,9 @@ BACKENDS = [
     ]),
 ]
 
-BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING"}
+# One ingest worker: batches are analysed in the test's own process (tests of the pool set
+# their own count), so no test pays for starting worker processes.
+BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING", "INGEST_WORKERS": 1}
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:
