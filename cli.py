@@ -1,24 +1,163 @@
 """The ``flask gallery`` commands: what an operator runs from a shell.
 
-A thin layer, like the routes: each command parses its options, calls one service function
-and prints the result.
+A thin layer, like the routes: each command parses its options, calls the services and prints
+what they return. Long work shows progress: a bar on a terminal, plain lines otherwise (logs).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
+import typing as t
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from errors import GalleryError
+from services import catalog
+from services import importer
+from services import recognition
 from services import repair
+from services.context import Gallery
 
 gallery = AppGroup("gallery", help="Operate the face gallery.")
+
+#: Plain progress lines (not on a terminal) come at most this often.
+PLAIN_EVERY_SECONDS = 5.0
+
+
+def _handles() -> Gallery:
+    return current_app.extensions["face_gallery"]
+
+
+def _echo_json(data: t.Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @gallery.command("repair")
 def repair_command() -> None:
     """Finish or undo uploads and deletes a killed process left half done."""
-    report = repair.run(current_app.extensions["face_gallery"].store)
-    click.echo(json.dumps(report, indent=2, default=str))
+    _echo_json(repair.run(_handles().store))
+
+
+@gallery.command("stats")
+def stats_command() -> None:
+    """Print the gallery's counts."""
+    _echo_json(catalog.statistics(_handles().store))
+
+
+@gallery.command("recluster")
+@click.option("--eps", type=click.FloatRange(0.01, 1.0), default=None,
+              help="Mean distance between groups that merge (default DBSCAN_EPS).")
+@click.option("--min-samples", type=click.IntRange(1, 1000), default=None,
+              help="Smaller groups without a fixed face are noise (default DBSCAN_MIN_SAMPLES).")
+@click.option("--no-preserve-manual", is_flag=True, help="Let hand-placed faces move too.")
+def recluster_command(eps: float | None, min_samples: int | None,
+                      no_preserve_manual: bool) -> None:
+    """Re-group every face; names, ids and hand corrections are kept."""
+    handles = _handles()
+    settings = handles.settings
+    try:
+        result = recognition.recluster(
+            handles, eps=settings["DBSCAN_EPS"] if eps is None else eps,
+            min_samples=settings["DBSCAN_MIN_SAMPLES"] if min_samples is None else min_samples,
+            preserve_manual=not no_preserve_manual)
+    except GalleryError as err:
+        raise click.ClickException(err.message) from err
+    _echo_json(result)
+
+
+@gallery.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--recursive", "-r", is_flag=True, help="Also import from sub-folders.")
+@click.option("--album", default=None, help="File the photos in this album (made if missing).")
+@click.option("--section", default=None,
+              help="File the photos in this section (made if missing, inside --album).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes analysing photos (default INGEST_WORKERS).")
+def import_command(path: Path, recursive: bool, album: str | None, section: str | None,
+                   workers: int | None) -> None:
+    """Import the photos in PATH (a file or a folder); files already stored are skipped."""
+    handles = _handles()
+    photos, skipped = importer.find_photos(path, handles.settings["ALLOWED_EXTENSIONS"],
+                                           recursive=recursive)
+    for skipped_path, reason in skipped:
+        click.echo(f"skipped {skipped_path}: {reason}", err=True)
+    try:
+        album_id, section_id = importer.filing_by_name(handles.store, album, section)
+    except GalleryError as err:
+        raise click.ClickException(err.message) from err
+    show = _TerminalBar() if sys.stderr.isatty() else _PlainLines()
+    click.echo(f"importing {len(photos)} photos from {path}", err=True)
+    progress = importer.import_photos(handles, photos, album=album_id, section=section_id,
+                                      workers=workers, on_progress=show)
+    show.close()
+    click.echo(
+        f"done in {_duration(progress.elapsed)}: {progress.imported} imported, "
+        f"{progress.duplicates} already stored, {progress.failed} failed, "
+        f"{len(skipped)} skipped; {progress.faces} faces, "
+        f"{progress.persons_created} new persons ({progress.rate:.2f} photos/s)")
+    if photos and progress.imported + progress.duplicates == 0:
+        sys.exit(1)
+    if not photos:
+        click.echo("no photos found", err=True)
+        sys.exit(1)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _status(progress: importer.Progress) -> str:
+    return (f"{progress.processed}/{progress.total} photos, {progress.rate:.2f}/s, "
+            f"{progress.faces} faces, ETA {_duration(progress.eta_seconds)}")
+
+
+def _failure_line(progress: importer.Progress) -> str | None:
+    last = progress.last
+    if last is None or last["success"]:
+        return None
+    return f"failed {last['filename']}: {last['error']}"
+
+
+class _TerminalBar:
+    """One line redrawn in place on stderr: a bar, counts, rate, faces and ETA."""
+
+    width = 30
+
+    def __call__(self, progress: importer.Progress) -> None:
+        failure = _failure_line(progress)
+        if failure:
+            click.echo("\r\033[K" + failure, err=True)
+        done = round(self.width * progress.processed / max(progress.total, 1))
+        bar = "#" * done + "-" * (self.width - done)
+        click.echo(f"\r\033[K[{bar}] {_status(progress)}", err=True, nl=False)
+
+    def close(self) -> None:
+        click.echo("", err=True)
+
+
+class _PlainLines:
+    """A line every few seconds and at the end, for logs; failures as they happen."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, progress: importer.Progress) -> None:
+        failure = _failure_line(progress)
+        if failure:
+            click.echo(failure, err=True)
+        now = time.monotonic()
+        if now - self._last >= PLAIN_EVERY_SECONDS or progress.processed == progress.total:
+            self._last = now
+            click.echo(f"progress: {_status(progress)}", err=True)
+
+    def close(self) -> None:
+        pass

@@ -49,7 +49,6 @@ def clean_filename(filename: str) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:255] or "upload"
 
 
-
 # -- reading ------------------------------------------------------------------------------
 
 def image_summary(image: Doc, faces: list[Doc]) -> Doc:

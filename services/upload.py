@@ -154,7 +154,8 @@ def upload_batch(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
 
 
 def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *,
-                 album: str, section: str) -> Iterator[Doc]:
+                 album: str, section: str, pool: ingest.IngestPool | None = None
+                 ) -> Iterator[Doc]:
     """Upload files one after another, yielding each file's result as it is written.
 
     ``files`` gives each file's name and a function returning its bytes, called only when the
@@ -162,7 +163,7 @@ def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
     are analysed in the ingest pool (``INGEST_WORKERS`` processes) and written here one at a
     time, in order, exactly as a single upload writes. Bytes already stored are answered
     from the store without being analysed. The batch API, jobs and the import command all
-    come through here.
+    come through here. ``pool`` replaces this process's pool (the import's ``--workers``).
     """
     store = gallery.store
 
@@ -172,8 +173,8 @@ def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
                                                                 time.perf_counter())
 
     options = ingest.AnalysisOptions.from_settings(gallery.settings)
-    for filename, outcome, seconds in gallery.ingest_pool.analyse(files, options,
-                                                                   precheck=known):
+    for filename, outcome, seconds in (pool or gallery.ingest_pool).analyse(
+            files, options, precheck=known):
         try:
             if isinstance(outcome, GalleryError):
                 raise outcome
