@@ -115,30 +115,46 @@ def analyse_photo(data: bytes, options: AnalysisOptions,
                   engine: FaceEngine | None = None) -> Analysis:
     """Decode, find, encode and crop every face, and make the bytes to store.
 
+    Faces are detected on a copy fitted into ``detection_max_dimension`` (the whole decoded
+    photo when None), then landmarks and encodings are computed on the decoded photo itself,
+    so a small face in a large photo is encoded from all its pixels. Crops and the stored
+    copy are fitted into ``image_max_dimension``.
+
     :raise FileValidationError: the bytes are not a supported image.
     """
     decoded = imaging.decode_upload(data, allowed_formats=options.allowed_formats,
                                     max_pixels=options.max_pixels)
     work, scale = imaging.resize_to_fit(decoded.rgb, options.image_max_dimension)
-    found = (engine or engine_for(options)).analyse(work)
+    found = (engine or engine_for(options)).analyse(decoded.rgb)
     if options.compression:
         stored, mime_type = imaging.encode_for_storage(decoded, work, quality=options.quality)
-        box_scale = 1.0
+        box_scale = scale
         width, height = work.shape[1], work.shape[0]
     else:
-        # The original bytes are kept: boxes are given in its (upright) pixel grid.
+        # The original bytes are kept: boxes stay in its (upright) pixel grid.
         stored, mime_type = data, decoded.mime_type
-        box_scale = 1.0 / scale
+        box_scale = 1.0
         width, height = decoded.width, decoded.height
-    faces = [AnalysedFace(
-        box=t.cast(imaging.Box, tuple(round(v * box_scale) for v in face.box)),
-        encoding=face.encoding, quality=face.quality, detector_score=face.detector_score,
-        crop_jpeg=imaging.encode_jpeg(imaging.crop_box(work, face.box, options.crop_padding),
-                                      options.quality),
-    ) for face in found]
+    faces = []
+    for face in found:
+        in_work = _scaled(face.box, scale, work.shape)
+        faces.append(AnalysedFace(
+            box=_scaled(face.box, box_scale, (height, width)), encoding=face.encoding,
+            quality=face.quality, detector_score=face.detector_score,
+            crop_jpeg=imaging.encode_jpeg(imaging.crop_box(work, in_work, options.crop_padding),
+                                          options.quality)))
     return Analysis(sha256=decoded.sha256, stored=stored, mime_type=mime_type, width=width,
                     height=height, original_size_bytes=len(data),
                     original_format=decoded.format, exif=decoded.exif, faces=faces)
+
+
+def _scaled(box: imaging.Box, scale: float, shape: tuple[int, ...]) -> imaging.Box:
+    """A (top, right, bottom, left) box in a copy ``scale`` times the size, inside ``shape``."""
+    if scale == 1.0:
+        return box
+    top, right, bottom, left = (round(v * scale) for v in box)
+    height, width = shape[0], shape[1]
+    return (max(0, top), min(width, right), min(height, bottom), max(0, left))
 
 
 def _analyse_in_worker(data: bytes, options: AnalysisOptions) -> Analysis | GalleryError:

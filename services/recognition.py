@@ -64,8 +64,9 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
     settings = gallery.settings
     decoded = imaging.decode_upload(data, allowed_formats=settings["ALLOWED_EXTENSIONS"],
                                     max_pixels=settings["IMAGE_MAX_PIXELS"])
-    work, scale = imaging.resize_to_fit(decoded.rgb, settings["IMAGE_MAX_DIMENSION"])
-    found = gallery.engine.analyse(work)
+    # Detected on a copy of FACE_DETECTION_MAX_DIMENSION, encoded at full size: boxes are in
+    # the query photo's (upright) pixels.
+    found = gallery.engine.analyse(decoded.rgb)
     if not found:
         raise FaceDetectionError("No faces detected in the uploaded image")
     encoding_time = time.perf_counter() - started
@@ -74,7 +75,7 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
     matches: list[Doc] = []
     query_faces = []
     for number, face in enumerate(found):
-        location = _location(face.box, 1.0 / scale)
+        location = _location(face.box)
         query_faces.append({"query_face_index": number, "location": location,
                             "quality_score": round(face.quality, 4)})
         seen: set[str] = set()
@@ -103,8 +104,8 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
     }
 
 
-def _location(box: tuple[int, int, int, int], scale: float) -> Doc:
-    top, right, bottom, left = (round(v * scale) for v in box)
+def _location(box: tuple[int, int, int, int]) -> Doc:
+    top, right, bottom, left = box
     return {"top": top, "right": right, "bottom": bottom, "left": left}
 
 
