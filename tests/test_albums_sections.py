@@ -114,6 +114,18 @@ def test_section_errors(client):
     assert client.get("/sections/").json["data"]["total"] == 1
 
 
+def test_uppercase_ids_name_the_same_documents(client):
+    album = client.post("/albums/", json={"name": "A"}).json["data"]
+    section = client.post("/sections/", json={"name": "S", "album_id": album["_id"]}).json["data"]
+    loud_album, loud_section = album["_id"].upper(), section["_id"].upper()
+    assert client.get(f"/sections/?album_id={loud_album}").json["data"]["total"] == 1
+    assert len(client.get(f"/albums/{loud_album}").json["data"]["sections"]) == 1
+    assert client.delete(f"/sections/{loud_section}").status_code == 200
+    assert client.delete(f"/albums/{loud_album}").status_code == 200
+    assert client.get("/albums/").json["data"]["total"] == 0
+    assert client.get("/sections/").json["data"]["total"] == 0
+
+
 def test_embedded_store_persists_across_restarts(tmp_path):
     from app import create_app
 

@@ -13,6 +13,7 @@ from app import create_app
 from errors import ConfigError
 from errors import FaceDetectionError
 from tests.conftest import BASE_CONFIG
+from tests.conftest import MISSING
 from tests.conftest import ROOT
 from tests.conftest import assert_error
 
@@ -91,6 +92,18 @@ def test_http_errors_use_the_envelope(client):
     method = client.patch("/albums/")
     assert_error(method, 405, "MethodNotAllowedError")
     assert "GET" in method.headers["Allow"]
+
+
+def test_user_mistakes_in_queries_are_400(client):
+    for query in ("/persons/?q=%00", "/persons/?q=" + "x" * 201,
+                  "/images/?date_to=9999-12-31T23:59:59-05:00",
+                  "/images/?date_from=0001-01-01T00:00:00%2B01:00"):
+        assert_error(client.get(query), 400, "ValidationError")
+    assert client.get("/persons/?q=(a*").status_code == 200  # regex characters are literal
+    assert_error(client.get("/images/search-by-image"), 405, "MethodNotAllowedError")
+    assert_error(client.put(f"/faces/{MISSING}/move", json={"target": "x"}), 400,
+                 "ValidationError")
+    assert "target_person_id" in client.put(f"/faces/{MISSING}/move", json={}).json["error"]
 
 
 def test_too_large_body_is_413(store):
@@ -192,12 +205,6 @@ def test_importing_the_factory_builds_nothing():
         capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "FACE_DETECTION_MODEL": "foo"})
     assert result.returncode == 0, result.stderr
-
-
-def test_repair_command_reports_what_it_did(app):
-    result = app.test_cli_runner().invoke(args=["gallery", "repair"])
-    assert result.exit_code == 0, result.output
-    assert '"uploads_undone": []' in result.output
 
 
 def test_env_example_is_a_valid_configuration():
