@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, t.Any]
 
-_ID_PATTERN = re.compile(r"^[0-9a-f]{24}$")
+_ID_PATTERN = re.compile(r"[0-9a-f]{24}")
 #: Every collection the gallery owns; reset wipes exactly these.
 COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
@@ -73,7 +73,8 @@ def now() -> datetime:
 
 def check_id(value: t.Any, kind: str = "id") -> str:
     """Return ``value`` if it is a 24-hex id, else raise ``ValidationError``."""
-    if not isinstance(value, str) or not _ID_PATTERN.match(value.lower()):
+    # fullmatch: with match, "$" would let a trailing newline through.
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value.lower()):
         raise ValidationError(f"Invalid ObjectId format for {kind}: {value!r}",
                               details={"field": kind})
     return value.lower()
@@ -375,10 +376,15 @@ class Store:
         total = self.count_ready_images()
         if offset >= total or limit <= 0:
             return [], total
-        # Find s such that the number of live seqs in (s, top] equals offset.
+        # Find s such that the number of ready seqs in (s, top] equals offset. Numbers not
+        # ready are recorded gaps, or images in flight (pending uploads, deletes under way):
+        # few, and found by their indexed status.
         start = top - offset
         for _ in range(64):
-            gaps = self.db.image_gaps.count_documents({"seq": {"$gt": start, "$lte": top}})
+            window = {"$gt": start, "$lte": top}
+            gaps = self.db.image_gaps.count_documents({"seq": window}) + sum(
+                self.db.images.count_documents({"status": status, "seq": window})
+                for status in ("pending", "deleting"))
             candidate = top - offset - gaps
             if candidate == start:
                 break
@@ -419,12 +425,16 @@ class Store:
         return len(missing)
 
     def delete_image_docs(self, image: Doc) -> None:
-        """Remove an image's blob, hash, and metadata (its faces must be gone already)."""
-        self.record_image_gap(image["_id"], int(image.get("seq", 0)))
+        """Remove an image's blob, hash, and metadata (its faces must be gone already).
+
+        Its number becomes a gap after the image is gone: paging counts a ``deleting`` image
+        as not ready already, and a crash in between leaves a number :meth:`fill_image_gaps`
+        finds."""
         self.db.image_blobs.delete_one({"_id": image["_id"]})
         if image.get("sha256"):
             self.release_hash(image["sha256"], image["_id"])
         self.db.images.delete_one({"_id": image["_id"]})
+        self.record_image_gap(image["_id"], int(image.get("seq", 0)))
 
     def images_with_status(self, status: str) -> list[Doc]:
         return list(self.db.images.find({"status": status}))

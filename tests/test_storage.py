@@ -110,6 +110,20 @@ def test_images_newest_skips_images_not_ready(store):
     assert store.images_newest(0, 0) == ([], 1)
 
 
+@pytest.mark.parametrize("status", ["pending", "deleting"])
+def test_images_newest_pages_exactly_while_an_image_is_not_ready(store, status):
+    """An upload in flight (or a delete under way) holds a number above ready images."""
+    images = [add_image(store) for _ in range(3)]
+    busy = add_image(store, status=status)
+    images.append(add_image(store))
+    newest_first = [doc["_id"] for doc in reversed(images)]
+    for offset in range(5):
+        assert newest_ids(store, 1, offset) == newest_first[offset:offset + 1], offset
+        assert newest_ids(store, 2, offset) == newest_first[offset:offset + 2], offset
+    store.set_image_fields(busy["_id"], {"status": "ready"})
+    assert newest_ids(store, 10, 0)[1] == busy["_id"]
+
+
 def test_recording_a_gap_twice_counts_it_once(store):
     first, second = add_image(store), add_image(store)
     store.delete_image_docs(second)
@@ -330,7 +344,8 @@ def test_check_id_accepts_24_hex_in_any_case():
 
 @pytest.mark.parametrize("value", [
     "", "5f0c", "5f0c0c0c0c0c0c0c0c0c0c0g", "5f0c0c0c0c0c0c0c0c0c0c0c0",
-    " 5f0c0c0c0c0c0c0c0c0c0c0c", None, 5, ["5f0c0c0c0c0c0c0c0c0c0c0c"],
+    " 5f0c0c0c0c0c0c0c0c0c0c0c", "5f0c0c0c0c0c0c0c0c0c0c0c\n", None, 5,
+    ["5f0c0c0c0c0c0c0c0c0c0c0c"],
 ])
 def test_check_id_rejects_everything_else(value):
     with pytest.raises(ValidationError) as raised:
