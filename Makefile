@@ -48,6 +48,7 @@ bench: install-dev
 	$(PY) -m bench.recluster
 	$(PY) -m bench.assignment --tolerances 0.54,0.62 --eps 0.56,0.64
 	$(PY) -m bench.assignment_rules --no-scale
+	$(PY) -m bench.ingest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
