@@ -13,7 +13,7 @@ export HOST PORT DATA_DIR
 .PHONY: run test lint bench serve install install-dev clean
 
 # The project itself is installed editable: tests, bench and the CLI import it without path
-# tricks, and `flask gallery ...` works from any folder.
+# tricks, and `flask --app wsgi gallery ...` works from any folder.
 $(VENV)/.installed: requirements.txt requirements-face.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.txt
