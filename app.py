@@ -81,6 +81,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     from routes import cluster
     from routes import faces
     from routes import images
+    from routes import jobs
     from routes import persons
     from routes import sections
     from routes import stats
@@ -91,6 +92,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.register_blueprint(albums.bp, url_prefix="/albums")
     app.register_blueprint(sections.bp, url_prefix="/sections")
     app.register_blueprint(cluster.bp, url_prefix="/cluster")
+    app.register_blueprint(jobs.bp, url_prefix="/jobs")
     app.register_blueprint(stats.bp)
 
     # commands
