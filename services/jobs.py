@@ -111,7 +111,7 @@ def _new_job(kind: str, *, total: int, files: list[str], params: Doc) -> Doc:
         "processed": 0, "succeeded": 0, "failed": 0, "duplicates": 0, "faces_detected": 0,
         "persons_created": 0, "params": params, "files": files, "files_not_done": [],
         "result": None, "error": None, "created_at": moment, "queued_at": moment,
-        "started_at": None, "finished_at": None, "run_started_at": None,
+        "started_at": None, "finished_at": None, "run_started_at": None, "run_first_at": None,
         "run_start_processed": 0, "claimant": "", "run_id": "", "heartbeat_at": None,
         "cancel_requested": False, "attempts": 0,
     }
@@ -177,8 +177,12 @@ def _eta(job: Doc) -> float | None:
     done = job["processed"] - job["run_start_processed"]
     if job["status"] != "running" or done <= 0:
         return None
-    elapsed = (storage.now() - job["run_started_at"]).total_seconds()
-    return round(elapsed / done * (job["total"] - job["processed"]), 1)
+    # The first file of a run also pays for loading the dlib models: the rate is measured
+    # from its end once a second file is done.
+    since, files = ((job["run_started_at"], done) if done == 1 or not job.get("run_first_at")
+                    else (job["run_first_at"], done - 1))
+    seconds_a_file = (storage.now() - since).total_seconds() / files
+    return round(seconds_a_file * (job["total"] - job["processed"]), 1)
 
 
 # -- cancelling --------------------------------------------------------------------------
@@ -261,7 +265,7 @@ def _claim(store: Store, job_id: str) -> tuple[Doc, str] | None:
     moment = storage.now()
     job = store.update_job(job_id, {
         **counts, "status": "running", "claimant": processes.claimant(), "run_id": run_id,
-        "heartbeat_at": moment, "run_started_at": moment,
+        "heartbeat_at": moment, "run_started_at": moment, "run_first_at": None,
         "run_start_processed": counts["processed"], "started_at": job["started_at"] or moment,
     }, {"attempts": 1})
     return (job, run_id) if job is not None else None
@@ -296,7 +300,9 @@ def _run_upload(gallery: Gallery, job: Doc, run_id: str, beat: _Heartbeat,
         for position, result in zip(positions, results, strict=False):
             if before_record is not None:
                 before_record(position, result)
-            current = _record(store, job_id, position, result)
+            first = position == positions[0]
+            current = _record(store, job_id, position, result,
+                              {"run_first_at": storage.now()} if first else {})
             beat.progress()
             if current is None or current["run_id"] != run_id or beat.lost.is_set():
                 return None  # deleted (reset), or another runner took the job over
@@ -315,13 +321,14 @@ def _run_upload(gallery: Gallery, job: Doc, run_id: str, beat: _Heartbeat,
     return _end(store, job_id, run_id, ending)
 
 
-def _record(store: Store, job_id: str, position: int, result: Doc) -> Doc | None:
+def _record(store: Store, job_id: str, position: int, result: Doc, fields: Doc
+            ) -> Doc | None:
     """Record a written file's result, count it, drop its bytes; returns the job after."""
+    fields = {**fields, "heartbeat_at": storage.now()}
     if store.record_job_result(job_id, position, result):
-        job = store.update_job(job_id, {"heartbeat_at": storage.now()},
-                               _counts([{"result": result}]))
+        job = store.update_job(job_id, fields, _counts([{"result": result}]))
     else:  # a runner taken for dead recorded it: it is counted when the job ends
-        job = store.update_job(job_id, {"heartbeat_at": storage.now()})
+        job = store.update_job(job_id, fields)
     store.delete_job_file(job_id, position)
     return job
 
