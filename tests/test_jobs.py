@@ -339,6 +339,40 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(jobs_app, client, s
     assert jobs.recover(gallery)["requeued"] == []  # waiting in the queue: left alone
 
 
+def test_files_that_never_finished_arriving_are_dropped(jobs_app, client, store):
+    gallery = gallery_of(jobs_app)
+
+    def disconnected() -> bytes:
+        raise OSError("the client went away while its upload was read")
+
+    with pytest.raises(OSError):
+        jobs.submit_upload(gallery, [("a.jpg", photos.astronaut_jpeg), ("b.jpg", disconnected)])
+    [job] = client.get("/jobs/").json["data"]["jobs"]
+    assert (job["status"], job["error"]) == ("failed", "storing the files failed")
+    assert store.count("job_files") == 0
+    # A request that died while storing leaves its job receiving: recover ends it later.
+    job_id = submit(client, (photos.astronaut_jpeg(), "a.jpg")).json["data"]["job_id"]
+    old = storage.now() - timedelta(seconds=jobs.RECEIVING_STALE_SECONDS + 1)
+    store.update_job(job_id, {"status": "receiving", "created_at": old})
+    assert_error(client.delete(f"/jobs/{job_id}"), 409, "ConflictError")
+    assert jobs.recover(gallery)["abandoned"] == [job_id]
+    job = job_of(client, job_id)
+    assert (job["status"], job["files_not_done"]) == ("failed", ["a.jpg"])
+    assert store.count("job_files") == 0
+
+
+def test_job_files_larger_than_a_document_are_stored_in_parts(store):
+    data = os.urandom(storage.JOB_FILE_PART_BYTES + 1000)
+    store.put_job_file(MISSING, 0, data)
+    store.put_job_file(MISSING, 1, b"small")
+    assert store.count("job_files") == 3
+    assert store.read_job_file(MISSING, 0) == data
+    assert store.read_job_file(MISSING, 1) == b"small"
+    store.delete_job_file(MISSING, 0)
+    assert store.read_job_file(MISSING, 0) is None and store.count("job_files") == 1
+    assert store.delete_job_files(MISSING) == 1
+
+
 # -- configuration -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, value", [("REDIS_URL", "localhost:6379"),
