@@ -4,9 +4,8 @@
 the ``flask gallery`` commands and the error handlers that give every failure the documented
 JSON envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
 serves, ``python app.py`` builds one, repairs the store, starts a jobs worker process and
-serves it. The database and the
-face engine are opened lazily, once per process, so gunicorn can fork workers safely (pymongo
-clients must not cross a fork).
+serves it. The database and the face engine are opened lazily, once per process, so gunicorn
+can fork workers safely (pymongo clients must not cross a fork).
 """
 
 from __future__ import annotations
