@@ -10,7 +10,7 @@ PORT ?= 5000
 DATA_DIR ?= ./data
 export HOST PORT DATA_DIR
 
-.PHONY: run test lint bench serve install install-dev clean
+.PHONY: run test lint bench serve worker install install-dev clean
 
 # The project itself is installed editable: tests, bench and the CLI import it without path
 # tricks, and `flask --app wsgi gallery ...` works from any folder.
@@ -35,6 +35,10 @@ run: install
 ## Production-style: gunicorn with gunicorn.conf.py.
 serve: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+## A jobs worker of your own (JOBS_WORKER=external); `run` and `serve` start one by default.
+worker: install
+	$(VENV)/bin/flask --app wsgi gallery worker
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -3,9 +3,9 @@
 ``create_app()`` reads and validates the configuration, registers one blueprint per resource,
 the ``flask gallery`` commands and the error handlers that give every failure the documented
 JSON envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
-serves, ``python app.py`` builds one, repairs the store and serves it. The database and the
-face engine are opened lazily, once per process, so gunicorn can fork workers safely (pymongo
-clients must not cross a fork).
+serves, ``python app.py`` builds one, repairs the store, starts a jobs worker process and
+serves it. The database and the face engine are opened lazily, once per process, so gunicorn
+can fork workers safely (pymongo clients must not cross a fork).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from routes import common
 from services import repair
 from services.context import Gallery
 from services.storage import Store
+from services.supervisor import WorkerProcess
 
 __version__ = "0.3.0"
 
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     from routes import cluster
     from routes import faces
     from routes import images
+    from routes import jobs
     from routes import persons
     from routes import sections
     from routes import stats
@@ -91,6 +93,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.register_blueprint(albums.bp, url_prefix="/albums")
     app.register_blueprint(sections.bp, url_prefix="/sections")
     app.register_blueprint(cluster.bp, url_prefix="/cluster")
+    app.register_blueprint(jobs.bp, url_prefix="/jobs")
     app.register_blueprint(stats.bp)
 
     # commands
@@ -173,8 +176,22 @@ def build_app() -> Flask:
         sys.exit(f"configuration error: {err}")
 
 
+def start_jobs_worker(app: Flask) -> WorkerProcess | None:
+    """Start the jobs worker process beside the server unless ``JOBS_WORKER=external``."""
+    if app.config["JOBS_WORKER"] != "embedded":
+        return None
+    worker = WorkerProcess()
+    worker.start()
+    return worker
+
+
 if __name__ == "__main__":
     served = build_app()
     repair_store(served)
-    served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,
-               threaded=True)
+    jobs_worker = start_jobs_worker(served)
+    try:
+        served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,
+                   threaded=True)
+    finally:
+        if jobs_worker is not None:
+            jobs_worker.stop()

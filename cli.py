@@ -19,8 +19,10 @@ from flask.cli import AppGroup
 from errors import GalleryError
 from services import catalog
 from services import importer
+from services import jobs
 from services import recognition
 from services import repair
+from services import taskqueue
 from services.context import Gallery
 
 gallery = AppGroup("gallery", help="Operate the face gallery.")
@@ -39,8 +41,23 @@ def _echo_json(data: t.Any) -> None:
 
 @gallery.command("repair")
 def repair_command() -> None:
-    """Finish or undo uploads and deletes a killed process left half done."""
-    _echo_json(repair.run(_handles().store))
+    """Finish or undo uploads and deletes a killed process left half done; take back jobs."""
+    handles = _handles()
+    report = repair.run(handles.store)
+    report["jobs"] = jobs.recover(handles)
+    _echo_json(report)
+
+
+@gallery.command("worker")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs run at once; each analyses with INGEST_WORKERS processes.")
+@click.option("--stop-with-parent", is_flag=True, hidden=True,
+              help="Stop when the process that started this one ends (embedded worker).")
+def worker_command(workers: int, stop_with_parent: bool) -> None:
+    """Run background jobs until SIGTERM (jobs stop after their current file and wait in
+    the queue) or SIGINT (stop now; the jobs are taken up again by the next worker)."""
+    taskqueue.run_worker(_handles(), workers=workers,
+                         stop_with_parent=stop_with_parent)
 
 
 @gallery.command("stats")

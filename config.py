@@ -71,6 +71,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL, or nothing")
+    return value
+
+
 _EXTENSIONS = {"png", "jpg", "jpeg", "gif", "webp"}
 
 
@@ -114,6 +121,10 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "CORS_ALLOW_HEADERS": (_csv, "Content-Type,Authorization,X-Request-ID"),
     "LOG_LEVEL": (lambda raw: _choice("debug", "info", "warning", "error", "critical")(raw).upper(),
                   "INFO"),
+    # Background jobs: the queue is Redis when set, else a SQLite file in DATA_DIR.
+    "REDIS_URL": (_redis_url, ""),
+    # embedded: `python app.py` and gunicorn start one jobs worker; external: run your own.
+    "JOBS_WORKER": (_choice("embedded", "external"), "embedded"),
 }
 
 

@@ -51,3 +51,24 @@ def post_worker_init(worker: t.Any) -> None:
     from app import repair_store
 
     repair_store(worker.wsgi)
+
+
+# The jobs worker the master starts (JOBS_WORKER=embedded) and stops on exit.
+_jobs_worker: t.Any = None
+
+
+def when_ready(server: object) -> None:
+    """Start one jobs worker process beside the web workers, unless JOBS_WORKER=external."""
+    import config
+    from services.supervisor import WorkerProcess
+
+    global _jobs_worker
+    if config.load_config()["JOBS_WORKER"] == "embedded":
+        _jobs_worker = WorkerProcess()
+        _jobs_worker.start()
+
+
+def on_exit(server: object) -> None:
+    """Stop the jobs worker after its current file; its job waits in the queue."""
+    if _jobs_worker is not None:
+        _jobs_worker.stop()

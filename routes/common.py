@@ -10,6 +10,7 @@ from flask import current_app
 from flask import g
 from flask import jsonify
 from flask import request
+from flask import url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
 from errors import ValidationError
@@ -25,6 +26,14 @@ def ok(data: t.Any, message: str = "Operation completed successfully", status: i
     """The success envelope: ``{success, data, message, timestamp}``."""
     return jsonify({"success": True, "data": jsonable(data), "message": message,
                     "timestamp": timestamp()}), status
+
+
+def accepted(job: dict[str, t.Any], message: str) -> tuple[t.Any, int]:
+    """202 for work handed to a background job: the job, and its URL in ``Location``."""
+    location = url_for("jobs.get_job", job_id=job["job_id"])
+    response, status = ok({**job, "status_url": location}, message, 202)
+    response.headers["Location"] = location
+    return response, status
 
 
 def error_response(message: str, error_type: str, code: int, details: t.Any = None

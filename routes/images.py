@@ -8,17 +8,20 @@ from flask import request
 from werkzeug.exceptions import MethodNotAllowed
 
 from errors import ValidationError
+from routes.common import accepted
 from routes.common import form_id
 from routes.common import gallery
 from routes.common import json_body
 from routes.common import ok
 from routes.common import pagination
+from routes.common import parse_bool
 from routes.common import parse_float
 from routes.common import parse_int
 from routes.common import query_date
 from routes.common import query_int
 from routes.common import send_bytes
 from routes.common import uploaded_files
+from services import jobs
 from services import photos
 from services import recognition
 from services import upload
@@ -41,10 +44,15 @@ def upload_image():
 def upload_images():
     """Upload several photos (field ``files``); one bad file never fails the others.
 
-    200 when every file was stored or already there, 207 when some failed.
+    200 when every file was stored or already there, 207 when some failed. With
+    ``?async=true``: 202 once the files are stored, with the job that processes them.
     """
     album_id, section_id = form_id("album_id"), form_id("section_id")
     files = uploaded_files("files", "files[]", "file")
+    if parse_bool(request.args.get("async"), "async", False):
+        job = jobs.submit_upload(gallery(), [(f.filename or "", f.read) for f in files],
+                                 album_id=album_id, section_id=section_id)
+        return accepted(job, f"{job['total']} images queued")
     result = upload.upload_batch(gallery(), [(f.filename or "", f.read) for f in files],
                                  album_id=album_id, section_id=section_id)
     message = (f"{result['successful_uploads']} uploaded, {result['duplicates']} already "

@@ -28,7 +28,9 @@ ENDPOINTS = {
                "DELETE /albums/{id}"],
     "sections": ["GET /sections/", "POST /sections/", "GET /sections/{id}",
                  "PUT /sections/{id}", "DELETE /sections/{id}"],
-    "cluster": ["GET /cluster/", "POST /cluster/"],
+    "cluster": ["GET /cluster/", "POST /cluster/", "POST /cluster/?async=true"],
+    "jobs": ["POST /images/upload-multiple?async=true", "GET /jobs/", "GET /jobs/{id}",
+             "DELETE /jobs/{id}"],
     "system": ["GET /", "GET /health", "GET /stats/", "DELETE /reset"],
 }
 

@@ -1,4 +1,4 @@
-"""Per-process handles: the store, the face engine, the embedding index.
+"""Per-process handles: the store, the face engine, the embedding index, the job queue.
 
 A :class:`Gallery` is built by the app factory (or by a script) from the validated settings.
 Each handle opens on first use, and again after a fork, because pymongo clients and SQLite
@@ -21,6 +21,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from services.face_engine import FaceEngine
     from services.face_index import FaceIndex
     from services.ingest import IngestPool
+    from services.taskqueue import JobQueue
 
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,14 @@ class Gallery:
         self._engine: FaceEngine | None = None
         self._ingest_pool: IngestPool | None = None
         self._index: FaceIndex | None = None
+        self._queue: JobQueue | None = None
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._index = None
             self._ingest_pool = None  # its processes are the parent's children
+            self._queue = None  # a SQLite connection must not cross a fork
             if not self._injected_store:
                 self._store = None
 
@@ -79,6 +82,9 @@ class Gallery:
             if self._ingest_pool is not None:
                 self._ingest_pool.close()
                 self._ingest_pool = None
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None
 
     @property
     def ingest_pool(self) -> IngestPool:
@@ -90,6 +96,17 @@ class Gallery:
 
                 self._ingest_pool = IngestPool(self.settings["INGEST_WORKERS"])
             return self._ingest_pool
+
+    @property
+    def queue(self) -> JobQueue:
+        """This process's job queue (Redis or a SQLite file, from the settings)."""
+        with self._lock:
+            self._check_fork()
+            if self._queue is None:
+                from services.taskqueue import JobQueue
+
+                self._queue = JobQueue(self)
+            return self._queue
 
     @property
     def engine(self) -> FaceEngine:

@@ -46,11 +46,15 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, t.Any]
 
+#: Uploaded bytes waiting in ``job_files`` are split into documents of at most this size.
+JOB_FILE_PART_BYTES = 8 * 2**20
+
 _ID_PATTERN = re.compile(r"[0-9a-f]{24}")
 #: Every collection the gallery owns; reset wipes exactly these.
 COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
     "persons", "albums", "sections", "counters", "locks",
+    "jobs", "job_files", "job_results",
 )
 #: Fields never sent back by list queries: they are large or internal.
 _FACE_LIGHT = {"embedding": 0}
@@ -179,6 +183,9 @@ class Store:
             db.image_gaps.create_index("seq")
             db.persons.create_index("name_lc")
             db.sections.create_index("album_id")
+            db.jobs.create_index("status")
+            db.job_files.create_index("job_id")
+            db.job_results.create_index("job_id")
             if self.backend == "embedded":
                 self._warm_up()
             self._indexes_ready = True
@@ -623,6 +630,89 @@ class Store:
 
     def release_lock(self, name: str, holder: str) -> None:
         self.db.locks.delete_one({"_id": name, "holder": holder})
+
+    # -- jobs (services/jobs.py) ----------------------------------------------------------
+    # A job document stays small (counters, params, the file names): every processed file
+    # updates it, and the embedded store rewrites a whole document per update. Per-file
+    # results live in ``job_results`` (``_id`` = "job:position", so a file is recorded once
+    # whoever tries), the uploaded bytes in ``job_files`` until their result is recorded.
+
+    def insert_job(self, doc: Doc) -> None:
+        self._insert("jobs", doc)
+
+    def get_job(self, job_id: str) -> Doc:
+        return self._get("jobs", job_id, "Job")
+
+    def find_job(self, job_id: str) -> Doc | None:
+        return self.db.jobs.find_one({"_id": job_id})
+
+    def update_job(self, job_id: str, fields: Doc, increments: Doc | None = None
+                   ) -> Doc | None:
+        """Set ``fields`` and add ``increments``, atomically; returns the job after (None if
+        it is gone)."""
+        change: Doc = {"$set": fields}
+        if increments:
+            change["$inc"] = increments
+        return self.db.jobs.find_one_and_update({"_id": job_id}, change,
+                                               return_document=ReturnDocument.AFTER)
+
+    def jobs_with_status(self, status: str) -> list[Doc]:
+        return list(self.db.jobs.find({"status": status}, {"files": 0}))
+
+    def jobs_page(self, status: str | None, limit: int, offset: int) -> tuple[list[Doc], int]:
+        """Jobs newest first, without their file names (jobs are few: one per batch)."""
+        query = {} if status is None else {"status": status}
+        total = self.db.jobs.count_documents(query)
+        cursor = self.db.jobs.find(query, {"files": 0}).sort([("created_at", -1), ("_id", -1)])
+        return list(cursor.skip(offset).limit(limit)), total
+
+    def put_job_file(self, job_id: str, position: int, data: bytes) -> None:
+        """Store an uploaded file's bytes in parts of ``JOB_FILE_PART_BYTES`` (a MongoDB
+        document holds 16 MB; an upload may be larger)."""
+        size = JOB_FILE_PART_BYTES
+        parts = max(1, -(-len(data) // size))
+        moment = now()
+        for part in range(parts):
+            self._insert("job_files", {
+                "_id": f"{job_id}:{position}:{part}", "job_id": job_id, "position": position,
+                "part": part, "parts": parts, "data": data[part * size:(part + 1) * size],
+                "created_at": moment})
+
+    def read_job_file(self, job_id: str, position: int) -> bytes | None:
+        """A stored file's bytes, or None when they are gone."""
+        first = self.db.job_files.find_one({"_id": f"{job_id}:{position}:0"})
+        if first is None:
+            return None
+        # bytes() because mongomock hands back bson.Binary where the others give bytes.
+        chunks = [bytes(first["data"])]
+        for part in range(1, first["parts"]):
+            doc = self.db.job_files.find_one({"_id": f"{job_id}:{position}:{part}"})
+            if doc is None:
+                return None
+            chunks.append(bytes(doc["data"]))
+        return b"".join(chunks)
+
+    def delete_job_file(self, job_id: str, position: int) -> None:
+        part = 0
+        while self.db.job_files.delete_one({"_id": f"{job_id}:{position}:{part}"}).deleted_count:
+            part += 1
+
+    def delete_job_files(self, job_id: str) -> int:
+        return self.db.job_files.delete_many({"job_id": job_id}).deleted_count
+
+    def record_job_result(self, job_id: str, position: int, result: Doc) -> bool:
+        """Record a file's result; False when that file's result was recorded already."""
+        try:
+            self._insert("job_results", {"_id": f"{job_id}:{position}", "job_id": job_id,
+                                         "position": position, "result": result})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def job_results(self, job_id: str) -> list[Doc]:
+        """``{position, result}`` of each recorded file, in file order."""
+        docs = self.db.job_results.find({"job_id": job_id}, {"position": 1, "result": 1})
+        return sorted(docs, key=lambda d: d["position"])
 
     # -- statistics and reset -----------------------------------------------------------
 

@@ -42,6 +42,20 @@ def test_only_storage_touches_the_database_driver():
         assert not imported_modules(ROOT / name) & DATABASE_MODULES, name
 
 
+def test_jobs_know_nothing_of_routes_or_flask():
+    found = imported_modules(ROOT / "services" / "jobs.py") & {"routes", "flask", "werkzeug"}
+    assert not found, f"services/jobs.py imports {sorted(found)}"
+
+
+def test_only_the_task_queue_touches_huey():
+    for folder in ("services", "routes"):
+        for path in python_files(folder):
+            if path.name != "taskqueue.py":
+                assert "huey" not in imported_modules(path), f"{folder}/{path.name} imports huey"
+    for name in ("app.py", "cli.py", "config.py", "wsgi.py", "gunicorn.conf.py"):
+        assert "huey" not in imported_modules(ROOT / name), name
+
+
 def test_routes_do_not_run_dlib_or_numpy():
     for path in python_files("routes"):
         assert not imported_modules(path) & {"dlib", "face_recognition", "numpy", "PIL"}, path
