@@ -76,6 +76,20 @@ def test_near_one_face_but_far_from_the_person_starts_a_new_person():
     assert person == "p"
 
 
+def test_a_face_exactly_at_tolerance_joins_and_one_just_beyond_does_not():
+    # Tolerance is inclusive (face_recognition's compare_faces is ``distance <= tolerance``).
+    # The mean distance as assign_faces computes it (float64) becomes the tolerance itself.
+    gallery = stack(at(), at((1, 0.1)))
+    query = stack(at((2, 0.3), (3, 0.4)))
+    [(person, mean)] = clustering.assign_faces(query, gallery, ["p", "p"], tolerance=1.0)
+    assert person == "p" and 0.5 < mean < 0.52
+    at_boundary = clustering.assign_faces(query, gallery, ["p", "p"], tolerance=mean)
+    assert at_boundary == [("p", mean)]
+    beyond = clustering.assign_faces(query, gallery, ["p", "p"],
+                                     tolerance=float(np.nextafter(mean, 0.0)))
+    assert beyond == [(None, None)]
+
+
 def test_two_faces_of_one_photo_never_join_the_same_person():
     gallery = stack(at(), at((1, 0.6)))
     query = stack(at((2, 0.2), (3, 0.2)), at((2, 0.1)))  # both near "a"; the second nearer

@@ -43,7 +43,9 @@ def test_one_face_moved_to_two_persons_at_once(app, store):
     for _ in range(3):
         codes = at_once(app, ("PUT", f"/faces/{face}/move", {"target_person_id": grace}),
                         ("PUT", f"/faces/{face}/move-to-new", {}))
-        assert all(code in (200, 400, 404, 409) for code in codes), codes
+        # move-to-new always succeeds; the move to Grace is refused (400) only when the face
+        # is in Grace already (moved there last round) when it reads the face.
+        assert codes in ([200, 200], [200, 400]), codes
         check_invariants(store)
     # Whatever the order, the face ended with one person that counts it once.
     assert client.get(f"/faces/{face}/info").json["data"]["person_id"] != \
@@ -85,8 +87,11 @@ def test_a_move_racing_a_delete_of_its_image(app, store):
     upload(client, photos.hopper_jpeg())
     codes = at_once(app, ("PUT", f"/faces/{a2['faces'][0]['face_id']}/move-to-new", {}),
                     ("DELETE", f"/images/{a2['image_id']}", None))
-    assert 200 in codes
+    # The delete always wins; the move either lands first (200) or finds its face gone (404).
+    assert codes in ([200, 200], [200, 404]), codes
     check_invariants(store)
+    assert client.get(f"/images/{a2['image_id']}").status_code == 404
+    assert client.get(f"/faces/{a2['faces'][0]['face_id']}/info").status_code == 404
 
 
 def test_a_photo_claimed_by_a_dead_process_uploads_at_once(app, store):
@@ -138,6 +143,7 @@ def test_uploads_of_files_with_the_same_name_are_distinct(app, store):
     second = client.post("/images/upload", data={
         "file": (io.BytesIO(photos.astronaut_jpeg()), "same.jpg")},
         content_type="multipart/form-data")
+    assert (first.status_code, second.status_code) == (201, 201)
     assert first.json["data"]["image_id"] != second.json["data"]["image_id"]
     check_invariants(store)
 
@@ -155,5 +161,10 @@ def test_one_person_merged_into_two_at_once(app, store):
          {"source_person_ids": [source["new_person_id"]]}),
         ("PUT", f"/persons/{other['new_person_id']}/merge",
          {"source_person_ids": [source["new_person_id"]]}))
-    assert 200 in codes
+    # Both succeed when both read the source before it is gone (the face ends in one of the
+    # targets), else the later one finds no source (404).
+    assert codes in ([200, 200], [200, 404]), codes
     check_invariants(store)
+    assert client.get(f"/persons/{source['new_person_id']}").status_code == 404
+    info = client.get(f"/faces/{a2['faces'][0]['face_id']}/info").json["data"]
+    assert info["person_id"] in {a1["faces"][0]["person_id"], other["new_person_id"]}
