@@ -51,8 +51,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """Every test using it runs once per backend."""
     store = make_store(request.param, tmp_path)
     yield store
-    if request.param == "mongodb":
-        store.db.client.drop_database(store.db.name)
+    try:
+        if request.param == "mongodb":
+            store.db.client.drop_database(store.db.name)
+    finally:
+        # An unclosed MongoClient warns when collected, failing whichever test runs then.
+        store.close()
 
 
 @pytest.fixture
