@@ -82,8 +82,10 @@ install-mongo-standin:
 	@test -n "$$TEST_MONGODB_URI" || $(MAKE) --no-print-directory $(MONGO_VENV)/.installed \
 		|| echo "MongoDB stand-in: install failed (above); its test run will be skipped"
 
+## Two pytest workers: the run is bound by dlib in the test process (~55% of its time), not by
+## the server (a few seconds of CPU), so it takes both cores.
 test-mongodb-standin: install-dev install-mongo-standin
-	$(PY) tests/run_mongo_standin.py --standin-python $(MONGO_PY)
+	$(PY) tests/run_mongo_standin.py --standin-python $(MONGO_PY) -n 2
 
 test: test-mongodb-standin
 clean: clean-mongo-standin
