@@ -57,3 +57,38 @@ bench: install-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- MongoDB stand-in: the mongodb-marked tests, against a wire-protocol server -------------
+# nx-27017 (MongoDB's wire protocol over neosqlite/SQLite) in a virtualenv of its own, never
+# the app's. It proves the pymongo path, not MongoDB's semantics (README, "Storage"). `make
+# test` runs it first, on a free 127.0.0.1 port, in its own pytest process. A failed install
+# or start skips it with the reason; so does a TEST_MONGODB_URI of the user's own, as the main
+# run covers those tests then.
+MONGO_VENV ?= .venv-mongo
+MONGO_PY   := $(MONGO_VENV)/bin/python
+
+.PHONY: install-mongo-standin test-mongodb-standin clean-mongo-standin
+
+$(MONGO_VENV)/.installed: requirements-mongo-standin.txt
+	rm -rf $(MONGO_VENV)
+	# Without a pip of its own (the host's installs into it): ~10 s less on every CI run.
+	$(PYTHON) -m venv --without-pip $(MONGO_VENV)
+	$(PYTHON) -m pip --disable-pip-version-check -q --python $(MONGO_PY) install \
+		-r requirements-mongo-standin.txt
+	touch $@
+
+## Never fails: without the stand-in its test run is skipped, saying why.
+install-mongo-standin:
+	@test -n "$$TEST_MONGODB_URI" || $(MAKE) --no-print-directory $(MONGO_VENV)/.installed \
+		|| echo "MongoDB stand-in: install failed (above); its test run will be skipped"
+
+## Two pytest workers: the run is bound by dlib in the test process (~55% of its time), not by
+## the server (a few seconds of CPU), so it takes both cores.
+test-mongodb-standin: install-dev install-mongo-standin
+	$(PY) tests/run_mongo_standin.py --standin-python $(MONGO_PY) -n 2
+
+test: test-mongodb-standin
+clean: clean-mongo-standin
+
+clean-mongo-standin:
+	rm -rf $(MONGO_VENV)

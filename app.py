@@ -27,6 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 import cli
 import config as config_module
 from errors import ConfigError
+from errors import DatabaseConnectionError
 from errors import FileSizeError
 from errors import GalleryError
 from routes import common
@@ -168,6 +169,19 @@ def repair_store(app: Flask) -> dict[str, t.Any]:
     return report
 
 
+def repair_at_start(app: Flask) -> dict[str, t.Any] | None:
+    """:func:`repair_store` for a process starting up: an unreachable database is logged, not
+    fatal, so the app serves (503s and an unhealthy ``/health``) until the database is back."""
+    try:
+        return repair_store(app)
+    except DatabaseConnectionError:
+        # Nothing is lost by skipping: lists show ready images only, and a dead upload's hash
+        # claim is cleared by the next upload of its bytes.
+        log.error("database unreachable at start-up: crash repair skipped; it runs at the "
+                  "next start or with `flask gallery repair`")
+        return None
+
+
 def build_app() -> Flask:
     """The app from the environment; a configuration error ends the process with one line."""
     try:
@@ -187,7 +201,7 @@ def start_jobs_worker(app: Flask) -> WorkerProcess | None:
 
 if __name__ == "__main__":
     served = build_app()
-    repair_store(served)
+    repair_at_start(served)
     jobs_worker = start_jobs_worker(served)
     try:
         served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,

@@ -48,9 +48,9 @@ def on_starting(server: object) -> None:
 
 def post_worker_init(worker: t.Any) -> None:
     """Repair what a killed worker left half done before this one serves a request."""
-    from app import repair_store
+    from app import repair_at_start
 
-    repair_store(worker.wsgi)
+    repair_at_start(worker.wsgi)
 
 
 # The jobs worker the master starts (JOBS_WORKER=embedded) and stops on exit.

@@ -14,8 +14,9 @@ filter on ``_id`` or an indexed string field by equality; indexes are ascending;
 filters (unassigned references are ``""``); no big ``skip`` on large collections (images page by
 their ``seq`` instead); counters are denormalised and changed with ``$inc``; blobs live in
 sibling collections with the same ``_id``; embeddings are float32 bytes; datetimes are naive UTC
-truncated to milliseconds. There are no transactions, so the services write in an order that a
-crash can only leave half-done in ways :meth:`Store.repair` finishes.
+truncated to milliseconds; the driver gets projections and filters of its own, never a shared
+dict (mongomock writes into the ones it is given). There are no transactions, so the services
+write in an order that a crash can only leave half-done in ways :meth:`Store.repair` finishes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
+from types import MappingProxyType
 
 import numpy as np
 import pymongo
@@ -56,8 +58,9 @@ COLLECTIONS = (
     "persons", "albums", "sections", "counters", "locks",
     "jobs", "job_files", "job_results",
 )
-#: Fields never sent back by list queries: they are large or internal.
-_FACE_LIGHT = {"embedding": 0}
+#: Fields never sent back by list queries: they are large or internal. Read-only: every
+#: query gets its own copy through :func:`_fields`.
+_FACE_LIGHT: Mapping[str, int] = MappingProxyType({"embedding": 0})
 
 
 class DuplicateKeyError(Exception):
@@ -92,6 +95,12 @@ def embedding_to_bytes(vector: np.ndarray) -> bytes:
 def embedding_from_bytes(raw: t.Any) -> np.ndarray:
     # bytes() because mongomock hands back bson.Binary where the others give bytes.
     return np.frombuffer(bytes(raw), dtype="<f4")
+
+
+def _fields(projection: Mapping[str, int] | None) -> dict[str, int] | None:
+    """A projection of one query's own: mongomock adds ``_id`` to the dict it is given, so a
+    shared constant would change what every later query sends to MongoDB."""
+    return None if projection is None else dict(projection)
 
 
 def _guard(method: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
@@ -233,7 +242,7 @@ class Store:
     def _get(self, collection: str, doc_id: str, kind: str,
              projection: Mapping[str, int] | None = None) -> Doc:
         doc = self.db[collection].find_one({"_id": check_id(doc_id, f"{kind.lower()}_id")},
-                                          projection)
+                                          _fields(projection))
         if doc is None:
             raise DocumentNotFoundError.for_id(kind, doc_id)
         return doc
@@ -461,14 +470,15 @@ class Store:
 
     def faces_of_image(self, image_id: str, *, with_embedding: bool = False) -> list[Doc]:
         cursor = self.db.faces.find({"image_id": image_id},
-                                    None if with_embedding else _FACE_LIGHT)
+                                    None if with_embedding else _fields(_FACE_LIGHT))
         return sorted(cursor, key=lambda f: (f["face_location"]["left"], f["_id"]))
 
     def faces_of_images(self, image_ids: list[str]) -> dict[str, list[Doc]]:
         """Faces of several images in one indexed query, each list left to right."""
         found: dict[str, list[Doc]] = {image_id: [] for image_id in image_ids}
         if image_ids:
-            for face in self.db.faces.find({"image_id": {"$in": image_ids}}, _FACE_LIGHT):
+            for face in self.db.faces.find({"image_id": {"$in": image_ids}},
+                                           _fields(_FACE_LIGHT)):
                 found.setdefault(face["image_id"], []).append(face)
         for faces in found.values():
             faces.sort(key=lambda f: (f["face_location"]["left"], f["_id"]))
@@ -478,7 +488,7 @@ class Store:
                         projection: Mapping[str, int] | None = None) -> list[Doc]:
         if projection is None:
             projection = None if with_embedding else _FACE_LIGHT
-        cursor = self.db.faces.find({"person_id": person_id}, projection)
+        cursor = self.db.faces.find({"person_id": person_id}, _fields(projection))
         return sorted(cursor, key=lambda f: (f.get("image_seq", 0), f["_id"]), reverse=True)
 
     def count_faces_of_person(self, person_id: str) -> int:
@@ -525,14 +535,15 @@ class Store:
             return_document=ReturnDocument.BEFORE)
 
     def iter_faces(self, query: Doc, projection: Mapping[str, int]) -> Iterator[Doc]:
-        return iter(self.db.faces.find(query, projection))
+        return iter(self.db.faces.find(dict(query), _fields(projection)))
 
     def faces_in_seq_range(self, low: int, high: int, projection: Mapping[str, int]
                            ) -> list[Doc]:
-        return list(self.db.faces.find({"seq": {"$gt": low, "$lte": high}}, projection))
+        return list(self.db.faces.find({"seq": {"$gt": low, "$lte": high}},
+                                       _fields(projection)))
 
     def faces_with_seqs(self, seqs: list[int], projection: Mapping[str, int]) -> list[Doc]:
-        return list(self.db.faces.find({"seq": {"$in": seqs}}, projection))
+        return list(self.db.faces.find({"seq": {"$in": seqs}}, _fields(projection)))
 
     # -- change log (keeps every worker's embedding index current) ----------------------
 
@@ -610,7 +621,7 @@ class Store:
         return list(cursor.skip(offset).limit(limit)), total
 
     def iter_persons(self, projection: Mapping[str, int] | None = None) -> Iterator[Doc]:
-        return iter(self.db.persons.find({}, projection))
+        return iter(self.db.persons.find({}, _fields(projection)))
 
     # -- locks --------------------------------------------------------------------------
 
@@ -717,7 +728,7 @@ class Store:
     # -- statistics and reset -----------------------------------------------------------
 
     def count(self, collection: str, query: Doc | None = None) -> int:
-        return self.db[collection].count_documents(query or {})
+        return self.db[collection].count_documents(dict(query or {}))
 
     def count_ready_images(self) -> int:
         # Equality on status would decode every image on the embedded store; the few images

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_BLOB_BYTES = 15 * 2**20
 #: How long an upload waits for a twin upload of the same bytes to finish.
 WAIT_FOR_TWIN_SECONDS = 8.0
+#: How long an upload retries claiming its bytes when the claim it lost to cannot be read.
+CLAIM_DEADLINE_SECONDS = 8.0
 
 #: A hash claim older than this whose image never became ready was left by a crash.
 STALE_CLAIM_SECONDS = 600.0
@@ -93,11 +95,9 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
 
     sha256 = analysis.sha256
     image_id = storage.new_id()
-    while not store.claim_hash(sha256, image_id, _claimant()):
-        # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
-        existing = _existing_image(store, sha256)
-        if existing is not None:
-            return _duplicate_result(store, existing, started)
+    existing = _claim_hash(store, sha256, image_id)
+    if existing is not None:
+        return _duplicate_result(store, existing, started)
 
     moment = storage.now()
     taken_at = analysis.exif.get("taken_at")
@@ -207,6 +207,35 @@ def _stack(vectors: list[t.Any]) -> t.Any:
     if not vectors:
         return np.empty((0, 128), dtype=np.float32)
     return np.stack(vectors).astype(np.float32)
+
+
+def _claim_hash(store: Store, sha256: str, image_id: str) -> Doc | None:
+    """Claim these bytes for ``image_id``; returns the ready image holding them instead, if any.
+
+    :raise ConflictError: the claim was refused for ``CLAIM_DEADLINE_SECONDS`` while no claim
+        could be read back.
+    """
+    deadline = time.monotonic() + CLAIM_DEADLINE_SECONDS
+    pause = 0.0
+    while not store.claim_hash(sha256, image_id, _claimant()):
+        # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
+        existing = _existing_image(store, sha256)
+        if existing is not None:
+            return existing
+        # The claim we lost to is gone (its upload failed, or was stale and cleared), so the
+        # next try normally wins at once. A backend that refuses the claim yet shows none, e.g.
+        # a read served by a lagging replica, would spin here for ever: back off, then give up.
+        if time.monotonic() + pause > deadline:
+            log.warning("hash claim %s refused for %.0f s with no claim to read back",
+                        sha256, CLAIM_DEADLINE_SECONDS)
+            # 409 like a twin upload that outlasts WAIT_FOR_TWIN_SECONDS: to the client the
+            # bytes are held by an upload it cannot see, and retrying later is the remedy. Not
+            # 503: the database answers, and a batch goes on with its other files.
+            raise ConflictError("The same photo could not be claimed for this upload; retry "
+                                "in a moment", details={"sha256": sha256})
+        time.sleep(pause)
+        pause = min(max(pause * 2, 0.05), 1.0)
+    return None
 
 
 def _existing_image(store: Store, sha256: str) -> Doc | None:

@@ -16,6 +16,9 @@ from tests.invariants import check_invariants
 ROOT = Path(__file__).resolve().parent.parent
 
 TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "")
+#: Set by tests/run_mongo_standin.py: that server is the nx-27017 stand-in, not MongoDB. A test
+#: failing on one of its known gaps is marked ``xfail(MONGODB_STANDIN, reason=...)``.
+MONGODB_STANDIN = os.environ.get("TEST_MONGODB_STANDIN") == "1"
 DEV_SET = ROOT.parent / "shared" / "faces" / "dev"
 
 BACKENDS = [
@@ -46,13 +49,32 @@ def make_store(backend: str, tmp_path: Path) -> Store:
     return store
 
 
+@pytest.fixture(scope="session")
+def mongodb_store() -> Store:
+    """One MongoDB database for the whole run, dropped at its end; each test empties it.
+
+    Emptying keeps the indexes: a fresh database per test cost ~90 ms more a test (reset,
+    then the twenty indexes built again)."""
+    store = make_store("mongodb", Path())
+    yield store
+    try:
+        store.db.client.drop_database(store.db.name)
+    finally:
+        # An unclosed MongoClient warns when collected, failing whichever test runs then.
+        store.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """Every test using it runs once per backend."""
+    if request.param == "mongodb":
+        shared = request.getfixturevalue("mongodb_store")
+        shared.reset()
+        yield shared
+        return
     store = make_store(request.param, tmp_path)
     yield store
-    if request.param == "mongodb":
-        store.db.client.drop_database(store.db.name)
+    store.close()
 
 
 @pytest.fixture

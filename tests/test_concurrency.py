@@ -7,11 +7,17 @@ threads, and the database is shared as between workers.
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import threading
+import time
 
+from app import create_app
+from services.storage import Store
 from tests import photos
+from tests.conftest import BASE_CONFIG
+from tests.conftest import assert_error
 from tests.conftest import upload
 from tests.invariants import check_invariants
 
@@ -168,3 +174,44 @@ def test_one_person_merged_into_two_at_once(app, store):
     assert client.get(f"/persons/{source['new_person_id']}").status_code == 404
     info = client.get(f"/faces/{a2['faces'][0]['face_id']}/info").json["data"]
     assert info["person_id"] in {a1["faces"][0]["person_id"], other["new_person_id"]}
+
+
+class _ClaimsOutOfSight(Store):
+    """A backend that refuses the first ``refusals`` hash claims and meanwhile shows no claim
+    to read back, as a read served by a lagging replica would."""
+
+    def __init__(self, store: Store, refusals: float) -> None:
+        super().__init__(store.db, store.backend, store.source)
+        self.refusals, self.tries = refusals, 0
+
+    def claim_hash(self, sha256: str, image_id: str, claimant: str) -> bool:
+        self.tries += 1
+        return self.tries > self.refusals and super().claim_hash(sha256, image_id, claimant)
+
+    def hash_claim(self, sha256: str) -> dict | None:
+        return super().hash_claim(sha256) if self.tries > self.refusals else None
+
+
+def test_a_hash_claim_that_never_settles_gives_up_with_409(store, monkeypatch):
+    from services import upload as upload_service
+
+    monkeypatch.setattr(upload_service, "CLAIM_DEADLINE_SECONDS", 0.5)
+    odd = _ClaimsOutOfSight(store, refusals=math.inf)
+    client = create_app(dict(BASE_CONFIG), store=odd, environ={}).test_client()
+    started = time.monotonic()
+    response = client.post("/images/upload", data={
+        "file": (io.BytesIO(photos.blank_jpeg()), "b.jpg")}, content_type="multipart/form-data")
+    assert_error(response, 409, "ConflictError")
+    assert "retry" in response.json["error"]
+    # It backed off (a handful of tries, not a busy loop) and stopped near its deadline.
+    assert 2 < odd.tries < 20 and time.monotonic() - started < 5
+    assert store.count("images") == 0 and store.count("image_hashes") == 0
+    check_invariants(store)
+
+
+def test_a_hash_claim_refused_for_a_moment_is_retried(store):
+    odd = _ClaimsOutOfSight(store, refusals=2)
+    client = create_app(dict(BASE_CONFIG), store=odd, environ={}).test_client()
+    result = upload(client, photos.blank_jpeg())
+    assert result["duplicate"] is False and odd.tries == 3
+    check_invariants(store)

@@ -6,6 +6,7 @@ import pytest
 
 from app import create_app
 from services import recognition
+from services.storage import open_store
 from tests import photos
 from tests.conftest import BASE_CONFIG
 from tests.conftest import assert_error
@@ -73,13 +74,27 @@ def test_confidence_mapping():
     assert values == sorted(values, reverse=True)
 
 
-def test_workers_see_each_others_writes(store, tmp_path):
+@pytest.fixture
+def twin(store):
+    """Opens more Stores on the test's database, as other worker processes would; closes them."""
+    opened = []
+
+    def open_twin():
+        opened.append(open_store(*store.source))
+        return opened[-1]
+
+    yield open_twin
+    for other in opened:
+        other.close()
+
+
+def test_workers_see_each_others_writes(store, twin):
     """Two app instances on one database each hold an index; B sees what A changed."""
     if store.backend == "mongomock":
         pytest.skip("mongomock lives in one process's memory: use a shared backend")
     config = dict(BASE_CONFIG)
-    first = create_app(config, store=_twin(store), environ={}).test_client()
-    second = create_app(config, store=_twin(store), environ={}).test_client()
+    first = create_app(config, store=twin(), environ={}).test_client()
+    second = create_app(config, store=twin(), environ={}).test_client()
     assert search(second, photos.astronaut_jpeg())["matches"] == []  # empty gallery
     a1 = upload(first, photos.astronaut_jpeg())
     h = upload(first, photos.hopper_jpeg())
@@ -95,13 +110,6 @@ def test_workers_see_each_others_writes(store, tmp_path):
     assert search(second, photos.mirrored(photos.astronaut_rgb()))["matches"] == []
     first.delete("/reset?confirm=true")
     assert search(second, photos.hopper_jpeg())["matches"] == []
-
-
-def _twin(store):
-    """A second Store on the same database, as another worker process would open it."""
-    from services.storage import open_store
-
-    return open_store(*store.source)
 
 
 def test_recluster_keeps_manual_faces_names_and_ids(client):

@@ -14,6 +14,8 @@ import pytest
 from errors import DocumentNotFoundError
 from errors import ValidationError
 from services import bookkeeping
+from services import face_index
+from services import recognition
 from services import storage
 from services.storage import Store
 
@@ -398,3 +400,43 @@ def test_reset_empties_every_collection(store):
     assert all(store.count(name) == 0 for name in storage.COLLECTIONS)
     assert store.counter("images") == 0 and store.lock_holder("recluster") is None
     assert store.reset() == dict.fromkeys(storage.COLLECTIONS, 0)
+
+
+# -- what reaches the driver ----------------------------------------------------------------
+
+#: Module-level projections the services pass to Store queries.
+SHARED_PROJECTIONS = [
+    (storage, "_FACE_LIGHT"), (bookkeeping, "_COUNT_FIELDS"), (face_index, "_FACE_FIELDS"),
+    (recognition, "_CLUSTER_FIELDS"),
+]
+
+
+def test_queries_leave_shared_projections_as_they_were(store):
+    """mongomock adds ``_id`` to a projection it is given: a shared one would then differ in
+    every later query, on MongoDB too."""
+    before = {name: dict(getattr(module, name)) for module, name in SHARED_PROJECTIONS}
+    image = add_image(store)
+    person = add_person(store)
+    face = add_face(store, image, person["_id"])
+
+    assert "embedding" not in store.get_face(face["_id"])
+    assert len(store.faces_of_image(image["_id"])) == 1
+    assert len(store.faces_of_images([image["_id"]])[image["_id"]]) == 1
+    assert len(store.faces_of_person(person["_id"])) == 1
+    assert len(store.faces_of_person(person["_id"], projection=bookkeeping._COUNT_FIELDS)) == 1
+    assert len(list(store.iter_faces({}, face_index._FACE_FIELDS))) == 1
+    assert len(store.faces_in_seq_range(0, face["seq"], recognition._CLUSTER_FIELDS)) == 1
+    assert len(store.faces_with_seqs([face["seq"]], face_index._FACE_FIELDS)) == 1
+
+    after = {name: dict(getattr(module, name)) for module, name in SHARED_PROJECTIONS}
+    assert after == before
+
+
+def test_queries_leave_the_callers_dicts_as_they_were(store):
+    person = add_person(store)
+    face = add_face(store, add_image(store), person["_id"])
+    query, projection = {"person_id": person["_id"]}, {"person_id": 1}
+    assert [f["_id"] for f in store.iter_faces(query, projection)] == [face["_id"]]
+    assert [p["_id"] for p in store.iter_persons(projection)] == [person["_id"]]
+    assert store.count("faces", query) == 1
+    assert query == {"person_id": person["_id"]} and projection == {"person_id": 1}

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,7 @@ from flask import Blueprint
 from app import create_app
 from errors import ConfigError
 from errors import FaceDetectionError
+from tests import photos
 from tests.conftest import BASE_CONFIG
 from tests.conftest import MISSING
 from tests.conftest import ROOT
@@ -40,14 +47,72 @@ def test_health_reports_database(client, store):
     assert body["data"]["database"] == {"reachable": True, "backend": store.backend}
 
 
-def test_unreachable_database_gives_503_not_a_crash():
+@pytest.fixture
+def unreachable():
+    """A client of an app whose MongoDB does not answer; its pymongo client closed after."""
     app = create_app({**BASE_CONFIG, "MONGODB_URI": UNREACHABLE}, environ={})
-    client = app.test_client()
-    health = client.get("/health")
-    assert_error(health, 503, "DatabaseConnectionError")
-    assert health.json["details"]["database"]["reachable"] is False
-    assert_error(client.get("/albums/"), 503, "DatabaseConnectionError")
+    yield app.test_client()
     app.extensions["face_gallery"].close()
+
+
+def test_unreachable_database_gives_503_not_a_crash(unreachable):
+    health = unreachable.get("/health")
+    assert_error(health, 503, "DatabaseConnectionError")
+    assert health.json["details"]["status"] == "unhealthy"
+    assert health.json["details"]["database"] == {"reachable": False, "backend": "mongodb"}
+    image = {"file": (io.BytesIO(photos.blank_jpeg()), "b.jpg")}
+    batch = {"files": [(io.BytesIO(photos.blank_jpeg()), "b.jpg")]}
+    for method, path, body in [
+        ("GET", "/albums/", None), ("POST", "/albums/", {"json": {"name": "A"}}),
+        ("GET", "/persons/", None), ("GET", f"/images/{MISSING}", None), ("GET", "/stats/", None),
+        ("GET", "/cluster/", None), ("DELETE", "/reset?confirm=true", None),
+        ("POST", "/images/upload", {"data": image}),
+        ("POST", "/images/upload-multiple", {"data": batch}),
+    ]:
+        response = unreachable.open(path, method=method, **(body or {}))
+        assert_error(response, 503, "DatabaseConnectionError")
+        assert response.json["error"] == "Database connection failed", path
+        assert "Traceback" not in response.get_data(as_text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "app.py"],
+    [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+], ids=["app.py", "gunicorn"])
+def test_the_app_starts_while_the_database_is_unreachable(tmp_path, command):
+    """The start-up repair finds no database: logged, and the server answers 503s."""
+    port = _free_port()
+    server = subprocess.Popen(
+        command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={"PATH": "/usr/bin:/bin", "MONGODB_URI": UNREACHABLE, "HOST": "127.0.0.1",
+             "PORT": str(port), "DATA_DIR": str(tmp_path), "WEB_CONCURRENCY": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "the server stopped"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as ok:
+                    status, body = ok.status, json.loads(ok.read())
+                break
+            except urllib.error.HTTPError as err:
+                with err:
+                    status, body = err.code, json.loads(err.read())
+                break
+            except OSError:  # not listening yet
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.2)
+        assert status == 503 and body["error_type"] == "DatabaseConnectionError"
+        assert body["details"]["database"] == {"reachable": False, "backend": "mongodb"}
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "crash repair skipped" in stderr
 
 
 def test_stats_on_empty_gallery(client):
