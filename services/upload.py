@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import time
 import typing as t
 from collections.abc import Iterable
@@ -30,6 +28,7 @@ from services import clustering
 from services import imaging
 from services import ingest
 from services import people
+from services import processes
 from services import storage
 from services.catalog import ref
 from services.context import Gallery
@@ -217,7 +216,7 @@ def _claim_hash(store: Store, sha256: str, image_id: str) -> Doc | None:
     """
     deadline = time.monotonic() + CLAIM_DEADLINE_SECONDS
     pause = 0.0
-    while not store.claim_hash(sha256, image_id, _claimant()):
+    while not store.claim_hash(sha256, image_id, processes.claimant()):
         # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
         existing = _existing_image(store, sha256)
         if existing is not None:
@@ -255,7 +254,7 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
             return image
         claimed_at = claim.get("claimed_at") or datetime(1970, 1, 1)
         stale = (storage.now() - claimed_at).total_seconds() > STALE_CLAIM_SECONDS
-        if stale or _claimant_is_dead(claim.get("claimant", "")):
+        if stale or processes.claimant_is_gone(claim.get("claimant", "")):
             if image is not None and image.get("status") == "pending":
                 touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
                 bookkeeping.undo_upload(store, image["_id"], touched)
@@ -265,25 +264,6 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
             raise ConflictError("The same photo is being uploaded right now; retry in a moment",
                                 details={"image_id": claim["image_id"]})
         time.sleep(0.2)
-
-
-def _claimant() -> str:
-    # Read per call, not at import: gunicorn workers are forks of one parent.
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _claimant_is_dead(claimant: str) -> bool:
-    """True when ``host:pid`` names a process of this machine that no longer runs."""
-    host, _, pid = claimant.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
