@@ -105,8 +105,9 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "DBSCAN_MIN_SAMPLES": (_int_range(1, 1000), "1"),
     "FACE_DETECTION_MODEL": (_choice("hog", "cnn"), "hog"),
     "FACE_DETECTION_UPSAMPLE": (_int_range(0, 3), "1"),
-    # Longer side of the copy faces are detected on; 0 = the whole photo.
-    "FACE_DETECTION_MAX_DIMENSION": (_int_range(0, 20000), "1920"),
+    # Longer side HOG scans at most: larger photos are shrunk to it, smaller ones doubled
+    # (FACE_DETECTION_UPSAMPLE times at most) while they stay within it; 0 = no limit.
+    "FACE_DETECTION_MAX_DIMENSION": (_int_range(0, 20000), "4608"),
     "FACE_NUM_JITTERS": (_int_range(1, 100), "1"),
     "FACE_CROP_PADDING": (_float_range(0.0, 1.0), "0.1"),
     # 0 = one per core.

@@ -26,7 +26,7 @@ from PIL import Image
 import errors
 from services import imaging
 
-__all__ = ["Box", "DetectedFace", "FaceEngine", "quality_score"]
+__all__ = ["Box", "DetectedFace", "FaceEngine", "quality_score", "scan_upsample"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ class FaceEngine:
         and is ~4x slower per step.
     :param num_jitters: re-samples per encoding; higher is slightly more accurate, N x slower.
     :param detection_max_dimension: detect on a copy shrunk to this longer side (boxes are
-        mapped back; landmarks and encodings use full resolution). None detects at full size.
+        mapped back; landmarks and encodings use full resolution), doubling it ``upsample``
+        times at most and only while it stays within this size (:func:`scan_upsample`).
+        None detects at full size with ``upsample`` doublings.
     """
 
     def __init__(self, *, model: str = "hog", upsample: int = 1, num_jitters: int = 1,
@@ -144,17 +146,20 @@ class FaceEngine:
         """Face boxes (top, right, bottom, left) with detector scores, sorted left to right."""
         image = _dlib_image(rgb)
         small = image
+        upsample = self.upsample
         if self.detection_max_dimension is not None:
             small, _ = imaging.resize_to_fit(image, self.detection_max_dimension)
+            upsample = scan_upsample(max(small.shape[:2]), self.detection_max_dimension,
+                                     self.upsample)
         detector = _model(self.model)
         try:
             with _use_locks[self.model]:
                 if self.model == "hog":
                     # run() is what __call__ does (threshold 0.0), plus the scores.
-                    rects, scores, _ = detector.run(small, self.upsample, 0.0)
+                    rects, scores, _ = detector.run(small, upsample, 0.0)
                     found = list(zip(rects, scores, strict=True))
                 else:
-                    found = [(d.rect, d.confidence) for d in detector(small, self.upsample)]
+                    found = [(d.rect, d.confidence) for d in detector(small, upsample)]
         except RuntimeError as err:
             raise errors.FaceRecognitionError("Face detection failed",
                                               details={"reason": str(err)}) from err
@@ -200,6 +205,20 @@ class FaceEngine:
         return [DetectedFace(box=box, encoding=encoding,
                              quality=quality_score(image, box, score), detector_score=score)
                 for (box, score), encoding in zip(found, encodings, strict=True)]
+
+
+def scan_upsample(longest: int, max_dimension: int, upsample: int) -> int:
+    """How many times to double an image whose longer side is ``longest`` before detection:
+    at most ``upsample``, and only while the doubled image stays within ``max_dimension``.
+
+    HOG finds faces from about 80 px at the scale it scans (40 px with one doubling): a photo
+    scanned at full resolution keeps every face of 80 px or more, and doubling a large photo
+    costs four times as much for faces that are already big enough (docs/ingest.md).
+    """
+    doublings = 0
+    while doublings < upsample and longest * 2 ** (doublings + 1) <= max_dimension:
+        doublings += 1
+    return doublings
 
 
 def _dlib_image(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

@@ -124,7 +124,7 @@ def analyse_photo(data: bytes, options: AnalysisOptions,
     """
     decoded = imaging.decode_upload(data, allowed_formats=options.allowed_formats,
                                     max_pixels=options.max_pixels)
-    work, scale = imaging.resize_to_fit(decoded.rgb, options.image_max_dimension)
+    work, scale = imaging.working_copy(data, decoded, options.image_max_dimension)
     found = (engine or engine_for(options)).analyse(decoded.rgb)
     if options.compression:
         stored, mime_type = imaging.encode_for_storage(decoded, work, quality=options.quality)

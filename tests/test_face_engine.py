@@ -182,3 +182,17 @@ def test_engine_wants_rgb_uint8(engine):
         engine.detect(np.zeros((50, 50), dtype=np.uint8))
     with pytest.raises(ValueError):
         engine.detect(np.zeros((50, 50, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize(("longest", "upsample", "expected"), [
+    (1920, 1, 1),   # a small photo keeps its doubling: faces down to ~40 px
+    (2304, 1, 1),   # doubled, it is exactly the limit
+    (2305, 1, 0),   # a 12 MP photo is scanned at full resolution, not doubled
+    (4608, 1, 0),
+    (1000, 2, 2),
+    (1500, 2, 1),
+    (1000, 0, 0),
+])
+def test_photos_are_doubled_only_while_they_stay_within_the_scan_size(longest, upsample,
+                                                                      expected):
+    assert face_engine.scan_upsample(longest, 4608, upsample) == expected

@@ -290,3 +290,15 @@ def test_unknown_extension_is_a_programming_error():
     assert imaging.pillow_formats({"jpg", ".JPEG", "png"}) == {"JPEG", "PNG"}
     with pytest.raises(ValueError):
         imaging.pillow_formats({"heic-nope"})
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_the_working_copy_of_a_large_jpeg_matches_a_fit_of_the_full_decode(orientation):
+    data = photos.with_exif_orientation(photos.scaled(UPRIGHT, 4.0), orientation)
+    full = decode(data)
+    expected, expected_scale = imaging.resize_to_fit(full.rgb, 300)
+    work, scale = imaging.working_copy(data, full, 300)
+    assert work.shape == expected.shape and scale == expected_scale
+    assert mean_difference(work, expected) < 6  # the same picture, upright
+    small, same = imaging.working_copy(data, full, 10_000)  # nothing to shrink
+    assert same == 1.0 and small.shape == full.rgb.shape
