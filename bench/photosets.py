@@ -18,7 +18,7 @@ the photo's name, so every build gives the same pixels. ``truth.tsv`` next to th
 one row a face: ``set file face identity top right bottom left source``, the box being the
 dev set's HOG box mapped into the 12 MP photo's pixels.
 
-    python bench/photosets.py [--cache /tmp/face-gallery-photosets] [--force]
+    python -m bench.photosets [--cache /tmp/face-gallery-photosets] [--force]
 """
 
 from __future__ import annotations
@@ -34,17 +34,13 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests import devset  # noqa: E402 - after the path set-up
+from tests import devset
 
 __all__ = ["DEFAULT_CACHE", "SETS", "BenchPhoto", "TruthFace", "build", "load"]
 
 DEFAULT_CACHE = Path("/tmp/face-gallery-photosets")
 #: Bump when the recipe changes: a cache built by another version is rebuilt.
-VERSION = 1
+VERSION = 2
 SETS = ("portrait", "group", "crowd", "mixed")
 
 TARGET_PIXELS = 12_000_000
