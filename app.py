@@ -11,6 +11,7 @@ can fork workers safely (pymongo clients must not cross a fork).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 import typing as t
@@ -200,6 +201,9 @@ def start_jobs_worker(app: Flask) -> WorkerProcess | None:
 
 
 if __name__ == "__main__":
+    # A shell that starts us in the background (cmd &) has Ctrl-C ignored, and the ignore is
+    # inherited: take the default back so SIGINT stops the server and its jobs worker.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     served = build_app()
     repair_at_start(served)
     jobs_worker = start_jobs_worker(served)
