@@ -43,11 +43,14 @@ def test_deleting_the_image_of_a_manual_face_counts_it_off_a_surviving_person(cl
     client.put(f"/faces/{a2['faces'][0]['face_id']}/move", json={"target_person_id": grace})
     assert counts(client, grace) == (2, 2, 1)
     assert client.get("/stats/").json["data"]["manual_face_assignments"] == 1
+    changed = person(client, grace)["updated_at"]
 
+    time.sleep(0.01)  # timestamps have millisecond steps
     deleted = client.delete(f"/images/{a2['image_id']}").json["data"]
     assert deleted == {"deleted_image_id": a2["image_id"], "faces_deleted": 1,
                        "persons_deleted": []}
     assert counts(client, grace) == (1, 1, 0)
+    assert person(client, grace)["updated_at"] > changed  # ISO 8601 strings sort as times
     assert client.get("/stats/").json["data"]["manual_face_assignments"] == 0
     # The deleted face is gone from the embedding index too: searches no longer find it.
     found = search(client, photos.mirrored(photos.astronaut_rgb()), group_by="face")
