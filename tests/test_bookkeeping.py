@@ -43,11 +43,19 @@ def test_deleting_the_image_of_a_manual_face_counts_it_off_a_surviving_person(cl
     client.put(f"/faces/{a2['faces'][0]['face_id']}/move", json={"target_person_id": grace})
     assert counts(client, grace) == (2, 2, 1)
     assert client.get("/stats/").json["data"]["manual_face_assignments"] == 1
+    changed = person(client, grace)["updated_at"]
 
+    time.sleep(0.01)  # timestamps have millisecond steps
     deleted = client.delete(f"/images/{a2['image_id']}").json["data"]
-    assert deleted["persons_deleted"] == []
+    assert deleted == {"deleted_image_id": a2["image_id"], "faces_deleted": 1,
+                       "persons_deleted": []}
     assert counts(client, grace) == (1, 1, 0)
+    assert person(client, grace)["updated_at"] > changed  # ISO 8601 strings sort as times
     assert client.get("/stats/").json["data"]["manual_face_assignments"] == 0
+    # The deleted face is gone from the embedding index too: searches no longer find it.
+    found = search(client, photos.mirrored(photos.astronaut_rgb()), group_by="face")
+    assert a2["faces"][0]["face_id"] not in {m["face_id"] for m in found["matches"]}
+    assert len(found["matches"]) == 1
 
 
 def test_deleting_an_automatic_face_leaves_the_manual_count_alone(client):
@@ -72,6 +80,49 @@ def test_a_face_moved_twice_by_hand_counts_once_as_manual(client):
     client.put(f"/faces/{face_id}/move", json={"target_person_id": eileen})
     assert counts(client, eileen) == (2, 2, 1)
     assert counts(client, grace) == (1, 1, 0)
+
+
+# -- persons' numbers and names -------------------------------------------------------------
+
+def test_new_persons_are_numbered_by_a_counter_and_found_by_their_names(client):
+    a = upload(client, photos.astronaut_jpeg())["faces"][0]
+    h = upload(client, photos.hopper_jpeg())["faces"][0]
+    assert [person(client, p["person_id"])["name"] for p in (a, h)] == ["Person 1", "Person 2"]
+    assert person(client, h["person_id"])["named_by_user"] is False
+    split = client.put(f"/faces/{h['face_id']}/move-to-new").json["data"]
+    assert split["new_person_name"] == "Person 3" and split["source_person_deleted"] is True
+    # Numbers are never reused, even after the person holding one is gone.
+    again = client.put(f"/faces/{a['face_id']}/move-to-new").json["data"]
+    assert again["new_person_name"] == "Person 4"
+    found = client.get("/persons/?q=PERSON 3").json["data"]["persons"]
+    assert [p["_id"] for p in found] == [split["new_person_id"]]
+    assert found[0]["named_by_user"] is False
+    client.put(f"/persons/{again['new_person_id']}/rename", json={"name": "Eileen"})
+    assert person(client, again["new_person_id"])["named_by_user"] is True
+
+
+# -- hand corrections while a re-clustering runs -------------------------------------------
+
+def test_hand_corrections_are_refused_while_a_recluster_runs(client, store):
+    a1 = upload(client, photos.astronaut_jpeg())
+    a2 = upload(client, photos.mirrored(photos.astronaut_rgb()))
+    h = upload(client, photos.hopper_jpeg())
+    eileen, grace = a1["faces"][0]["person_id"], h["faces"][0]["person_id"]
+    face_id = a2["faces"][0]["face_id"]
+    assert store.acquire_lock(bookkeeping.RECLUSTER_LOCK, "other-worker", 600)
+    for response in (
+        client.put(f"/faces/{face_id}/move", json={"target_person_id": grace}),
+        client.put(f"/faces/{face_id}/move-to-new"),
+        client.put(f"/persons/{grace}/merge", json={"source_person_ids": [eileen]}),
+        client.delete(f"/images/{a2['image_id']}"),
+    ):
+        assert_error(response, 409, "ConflictError")
+        assert response.json["details"] == {"retry_after_seconds": 5}
+    assert_error(client.get("/cluster/"), 409, "ConflictError")
+    assert counts(client, eileen) == (2, 2, 0) and counts(client, grace) == (1, 1, 0)
+    store.release_lock(bookkeeping.RECLUSTER_LOCK, "other-worker")
+    assert client.put(f"/faces/{face_id}/move", json={"target_person_id": grace}
+                      ).status_code == 200
 
 
 # -- locks left by crashed requests ---------------------------------------------------------

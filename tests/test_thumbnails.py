@@ -56,17 +56,33 @@ def test_thumbnail_follows_the_best_face_on_moves(client):
     split = client.put(f"/faces/{sharp['face_id']}/move-to-new").json["data"]
     assert thumbnail_of(client, eileen) == small["face_id"]
     assert thumbnail_of(client, split["new_person_id"]) == sharp["face_id"]
+    # A face that is not the thumbnail leaves, then comes back: being worse, it changes
+    # nothing (the thumbnail taken over kept its quality).
+    client.put(f"/faces/{blurred['face_id']}/move-to-new")
+    assert thumbnail_of(client, eileen) == small["face_id"]
+    client.put(f"/faces/{blurred['face_id']}/move", json={"target_person_id": eileen})
+    assert thumbnail_of(client, eileen) == small["face_id"]
     # A better face arrives by hand: it becomes the thumbnail.
     back = client.put(f"/faces/{sharp['face_id']}/move", json={"target_person_id": eileen})
     assert back.json["data"]["source_person_deleted"] is True
     assert thumbnail_of(client, eileen) == sharp["face_id"]
-    # A worse face arriving changes nothing; the target keeps its better thumbnail.
+    # A worse face arriving elsewhere changes nothing there either.
     client.put(f"/faces/{small['face_id']}/move", json={"target_person_id": grace["person_id"]})
     assert thumbnail_of(client, grace["person_id"]) == grace["face_id"]
     assert thumbnail_of(client, eileen) == sharp["face_id"]
-    # Moving out a face that is not the thumbnail keeps the thumbnail.
-    client.put(f"/faces/{blurred['face_id']}/move-to-new")
+
+
+def test_thumbnail_follows_the_best_face_when_its_image_is_deleted(client):
+    blurred = only_face(upload(client, photos.blurred(photos.astronaut_rgb(), 2)))
+    sharp = only_face(upload(client, photos.astronaut_jpeg()))
+    small = only_face(upload(client, photos.scaled(photos.astronaut_rgb(), 0.6)))
+    eileen = sharp["person_id"]
     assert thumbnail_of(client, eileen) == sharp["face_id"]
+    sharp_image = client.get(f"/faces/{sharp['face_id']}/info").json["data"]["image_id"]
+    deleted = client.delete(f"/images/{sharp_image}").json["data"]
+    assert deleted["persons_deleted"] == []
+    assert thumbnail_of(client, eileen) == small["face_id"]
+    assert small["quality_score"] > blurred["quality_score"]
 
 
 def test_thumbnail_follows_a_better_face_a_recluster_brings(store):
