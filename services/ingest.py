@@ -168,12 +168,9 @@ def _analyse_in_worker(data: bytes, options: AnalysisOptions) -> Analysis | Gall
 def _worker_start() -> None:
     # Each worker is one analysis at a time on one core: a multi-threaded BLAS would only
     # fight the other workers for the same cores.
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-image here
-        pass
+    threadpool_limits(1)
 
 
 class IngestPool:
