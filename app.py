@@ -18,6 +18,8 @@ import typing as t
 import uuid
 from collections.abc import Mapping
 
+from apiflask import APIFlask
+from apiflask import HTTPError
 from flask import Flask
 from flask import g
 from flask import request
@@ -32,6 +34,7 @@ from errors import DatabaseConnectionError
 from errors import FileSizeError
 from errors import GalleryError
 from routes import common
+from routes import contract
 from services import repair
 from services.context import Gallery
 from services.storage import Store
@@ -68,9 +71,13 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
                environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app; ``config`` overrides settings, ``store`` injects a database (tests)."""
     settings = config_module.load_config(config, environ)
-    app = Flask(__name__)
+    # No static folder: the docs page's assets are served by routes.contract.
+    app = APIFlask(__name__, title="Face Gallery API", version=__version__,
+                   static_folder=None, json_errors=False)
+    app.config.update(contract.settings())
     app.config.update(settings)
     app.config["APP_VERSION"] = __version__
+    app.url_map.converters["id"] = common.IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(settings["LOG_LEVEL"])
 
@@ -97,6 +104,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.register_blueprint(cluster.bp, url_prefix="/cluster")
     app.register_blueprint(jobs.bp, url_prefix="/jobs")
     app.register_blueprint(stats.bp)
+    contract.init_app(app)
 
     # commands
     app.cli.add_command(cli.gallery)
@@ -117,6 +125,8 @@ def _register_request_hooks(app: Flask) -> None:
             g.request_id = "req_" + uuid.uuid4().hex
         g.started = time.perf_counter()
 
+    app.before_request(common.check_body_type)
+
     @app.after_request
     def add_request_id(response: t.Any) -> t.Any:
         response.headers["X-Request-ID"] = g.get("request_id", "")
@@ -134,6 +144,15 @@ def _register_error_handlers(app: Flask) -> None:
         return common.error_response(error.message, type(error).__name__, error.code,
                                      error.details)
 
+    @app.errorhandler(HTTPError)
+    def handle_schema_error(error: HTTPError) -> t.Any:
+        # apiflask raises these when a request fails its schema (status 400).
+        if error.status_code == 400 and isinstance(error.detail, dict):
+            return handle_gallery_error(common.validation_error(error.detail))
+        return common.error_response(error.message or "Invalid request", "ValidationError"
+                                     if error.status_code < 500 else "InternalServerError",
+                                     error.status_code, error.detail or None)
+
     @app.errorhandler(RequestEntityTooLarge)
     def handle_too_large(error: RequestEntityTooLarge) -> t.Any:
         limit = app.config["MAX_CONTENT_LENGTH"]
@@ -149,7 +168,7 @@ def _register_error_handlers(app: Flask) -> None:
                                                       else "InternalServerError")
         response = common.error_response(error.description or error.name, kind, code)
         if code == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            response[0].headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore
         return response
 
     @app.errorhandler(Exception)

@@ -223,7 +223,7 @@ def _original_boxes(path: Path, result: dict[str, t.Any]) -> list[Box]:
     with Image.open(path) as img:
         width = img.size[0]
     scale = width / result["width"]
-    return [t.cast(Box, tuple(round(f["location"][k] * scale)
+    return [t.cast(Box, tuple(round(f["face_location"][k] * scale)
                               for k in ("top", "right", "bottom", "left")))
             for f in result["faces"]]
 

@@ -1,43 +1,70 @@
-"""What every blueprint shares: the envelopes, input parsing, and the per-app handles."""
+"""What every blueprint shares: the envelopes, the checks every request body gets, and the
+per-app handles. Parameters and bodies are validated by the schemas in :mod:`routes.schemas`."""
 
 from __future__ import annotations
 
+import re
 import typing as t
 from datetime import UTC
 from datetime import datetime
 
+from flask import Response
 from flask import current_app
 from flask import g
 from flask import jsonify
 from flask import request
 from flask import url_for
 from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.routing import BaseConverter
+from werkzeug.routing import Map
 
 from errors import ValidationError
+from routes.schemas import Update
 from services.context import Gallery
+
+
+class IdConverter(BaseConverter):
+    """``<id("upload"):image_id>``: any path segment except the reserved words, so
+    ``PUT /images/upload`` is a 405 of the ``/images/upload`` route rather than an update of
+    an image called "upload". A malformed id still reaches the view, which answers 400."""
+
+    def __init__(self, url_map: Map, *reserved: str) -> None:
+        super().__init__(url_map)
+        if reserved:
+            words = "|".join(re.escape(word) for word in reserved)
+            self.regex = rf"(?!(?:{words})(?:/|$))[^/]+"
 
 
 def timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def ok(data: t.Any, message: str = "Operation completed successfully", status: int = 200
-       ) -> tuple[t.Any, int]:
-    """The success envelope: ``{success, data, message, timestamp}``."""
-    return jsonify({"success": True, "data": jsonable(data), "message": message,
-                    "timestamp": timestamp()}), status
+def ok(data: t.Any, message: str = "Operation completed successfully", status: int = 200,
+       *, location: str | None = None) -> Response:
+    """The success envelope ``{success, data, message, timestamp}``; ``location`` names a
+    resource the request created (``Location`` header)."""
+    # A Response, not a (body, status) tuple: apiflask's output schemas then only document.
+    response = jsonify({"success": True, "data": jsonable(data), "message": message,
+                        "timestamp": timestamp()})
+    response.status_code = status
+    if location is not None:
+        response.headers["Location"] = location
+    return response
 
 
-def accepted(job: dict[str, t.Any], message: str) -> tuple[t.Any, int]:
+def created(data: t.Any, message: str, location: str) -> Response:
+    """201 for a new resource, its URL in ``Location``."""
+    return ok(data, message, 201, location=location)
+
+
+def accepted(job: dict[str, t.Any], message: str) -> Response:
     """202 for work handed to a background job: the job, and its URL in ``Location``."""
     location = url_for("jobs.get_job", job_id=job["job_id"])
-    response, status = ok({**job, "status_url": location}, message, 202)
-    response.headers["Location"] = location
-    return response, status
+    return ok({**job, "status_url": location}, message, 202, location=location)
 
 
 def error_response(message: str, error_type: str, code: int, details: t.Any = None
-                   ) -> tuple[t.Any, int]:
+                   ) -> Response:
     """The error envelope: ``{success: false, error, error_type, code, details?, ...}``."""
     body: dict[str, t.Any] = {"success": False, "error": message, "error_type": error_type,
                               "code": code}
@@ -45,7 +72,58 @@ def error_response(message: str, error_type: str, code: int, details: t.Any = No
         body["details"] = jsonable(details)
     body["timestamp"] = timestamp()
     body["request_id"] = g.get("request_id", "")
-    return jsonify(body), code
+    response = jsonify(body)
+    response.status_code = code
+    return response
+
+
+def validation_error(messages: t.Any) -> ValidationError:
+    """A schema's complaints (``{location: {field: [message]}}``) as one ValidationError
+    naming the first field, with every complaint in ``details.errors``."""
+    location, field, problem = _first_problem(messages)
+    where = f"'{field}'" if field else "The request body"
+    if location in {"query", "path"} and field:
+        where = f"Query parameter '{field}'" if location == "query" else f"'{field}'"
+    return ValidationError(f"{where}: {problem}",
+                           details={"field": field, "location": location, "errors": messages})
+
+
+def _first_problem(messages: t.Any, location: str = "", field: str = "") -> tuple[str, str, str]:
+    if isinstance(messages, dict) and messages:
+        key, value = next(iter(messages.items()))
+        if not location:
+            return _first_problem(value, str(key), "")
+        if key == "_schema":
+            return _first_problem(value, location, field)
+        path = f"{field}.{key}" if field else str(key)
+        return _first_problem(value, location, path)
+    if isinstance(messages, list) and messages:
+        return _first_problem(messages[0], location, field)
+    return location, field, str(messages) if messages else "Invalid value."
+
+
+def check_body_type() -> None:
+    """Before a view with a body schema: 415 when the body is not the documented media type,
+    and the JSON parsed once with Flask's parser (which refuses absurd nesting with a 400)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    spec = getattr(view, "_spec", None)
+    if not spec or not spec.get("body"):
+        return
+    media_type = spec.get("content_type", "application/json")
+    if media_type == "multipart/form-data":
+        if not request.mimetype.startswith("multipart/form-data"):
+            raise UnsupportedMediaType("Upload files as multipart/form-data")
+        return
+    if request.is_json:
+        request.get_json()  # a malformed or too-deep body is a 400 here, before the schema
+        return
+    if request.content_length or _body_required(spec["body"]):
+        raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json")
+
+
+def _body_required(schema: t.Any) -> bool:
+    # The same rule as the document's `requestBody.required` (routes.contract).
+    return isinstance(schema, Update) or any(f.required for f in schema.fields.values())
 
 
 def jsonable(value: t.Any) -> t.Any:
@@ -65,114 +143,8 @@ def gallery() -> Gallery:
     return current_app.extensions["face_gallery"]
 
 
-def json_body() -> dict[str, t.Any]:
-    """The request's JSON object: 415 when the body is not JSON, 400 when not an object."""
-    if not request.is_json:
-        raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ValidationError("Request body must be a JSON object",
-                              details={"content_type": request.content_type})
-    return data
-
-
-def optional_json_body() -> dict[str, t.Any]:
-    """Like :func:`json_body`, but an empty body is an empty object."""
-    if not request.get_data(cache=True):
-        return {}
-    return json_body()
-
-
-def require_str(body: dict[str, t.Any], field: str) -> str:
-    value = body.get(field)
-    if not isinstance(value, str):
-        raise ValidationError(f"'{field}' is required and must be a string",
-                              details={"field": field})
-    return value
-
-
-def optional_str(body: dict[str, t.Any], field: str) -> str | None:
-    value = body.get(field)
-    if value is not None and not isinstance(value, str):
-        raise ValidationError(f"'{field}' must be a string", details={"field": field})
-    return value
-
-
-def require_str_list(body: dict[str, t.Any], field: str) -> list[str]:
-    value = body.get(field)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ValidationError(f"'{field}' must be a non-empty list of ids",
-                              details={"field": field})
-    return value
-
-
-def query_text(name: str, *, max_length: int = 200) -> str:
-    """A free-text query parameter; control characters and very long values are refused."""
-    value = request.args.get(name, "")
-    if len(value) > max_length or any(not ch.isprintable() for ch in value):
-        raise ValidationError(f"'{name}' must be at most {max_length} printable characters",
-                              details={"field": name})
-    return value
-
-
-def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    return parse_int(request.args.get(name), name, default, minimum=minimum, maximum=maximum)
-
-
-def parse_int(raw: t.Any, name: str, default: int, *, minimum: int = 0,
-              maximum: int | None = None) -> int:
-    """An integer from a query string or JSON value; 400 naming ``name`` when it is not one."""
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise ValidationError(f"'{name}' must be an integer", details={"field": name})
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"'{name}' must be an integer", details={"field": name}) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise ValidationError(f"'{name}' must be {bounds}", details={"field": name})
-    return value
-
-
-def parse_float(raw: t.Any, name: str, default: float, *, low: float, high: float) -> float:
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, bool):
-        raise ValidationError(f"'{name}' must be a number", details={"field": name})
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ValidationError(f"'{name}' must be a number", details={"field": name}) from None
-    if not low <= value <= high:
-        raise ValidationError(f"'{name}' must be between {low} and {high}",
-                              details={"field": name})
-    return value
-
-
-def parse_bool(raw: t.Any, name: str, default: bool) -> bool:
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, bool):
-        return raw
-    value = str(raw).strip().lower()
-    if value in {"true", "1", "yes"}:
-        return True
-    if value in {"false", "0", "no"}:
-        return False
-    raise ValidationError(f"'{name}' must be true or false", details={"field": name})
-
-
-def pagination(default_limit: int = 50, max_limit: int = 500) -> tuple[int, int]:
-    return (query_int("limit", default_limit, minimum=1, maximum=max_limit),
-            query_int("offset", 0, minimum=0, maximum=10**9))
-
-
 def send_bytes(data: bytes, mime_type: str, etag: str, *, max_age: int = 86400) -> t.Any:
     """Binary response with ETag and caching; answers 304 to a matching If-None-Match."""
-    from flask import Response
-
     response = Response(data, mimetype=mime_type)
     response.set_etag(etag)
     response.cache_control.public = True
@@ -180,14 +152,17 @@ def send_bytes(data: bytes, mime_type: str, etag: str, *, max_age: int = 86400) 
     return response.make_conditional(request)
 
 
-def uploaded_files(*fields: str) -> list[t.Any]:
-    """The files of a multipart request under any of ``fields``; 415 when not multipart."""
-    if not request.mimetype.startswith("multipart/form-data"):
-        raise UnsupportedMediaType("Upload files as multipart/form-data")
+def uploaded_files(*fields: str, single: bool = False) -> list[t.Any]:
+    """The files of a multipart request under any of ``fields``; with ``single``, a second
+    file is a 400 rather than silently ignored."""
     files = [f for field in fields for f in request.files.getlist(field)]
     if not files:
         raise ValidationError(f"No file provided: send it in the '{fields[0]}' field",
                               details={"field": fields[0]})
+    if single and len(files) > 1:
+        raise ValidationError(f"Send one file in '{fields[0]}' ({len(files)} were sent); "
+                              "POST /images/upload-multiple takes several",
+                              details={"field": fields[0], "files": len(files)})
     return files
 
 
@@ -197,23 +172,3 @@ def form_id(name: str) -> str | None:
     if value is None or value.strip() in {"", "null", "none"}:
         return None
     return value.strip()
-
-
-def query_date(name: str, *, end_of_day: bool = False) -> datetime | None:
-    """An ISO-8601 date or datetime query parameter as naive UTC; 400 when malformed."""
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"'{name}' must be an ISO-8601 date such as 2024-06-30",
-                              details={"field": name}) from None
-    if value.tzinfo is not None:
-        try:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        except OverflowError:
-            raise ValidationError(f"'{name}' is out of range", details={"field": name}) from None
-    if end_of_day and len(raw) == 10:
-        value = value.replace(hour=23, minute=59, second=59, microsecond=999000)
-    return value

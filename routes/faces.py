@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+import typing as t
 
+from apiflask import APIBlueprint
+
+from routes import schemas
 from routes.common import gallery
-from routes.common import json_body
 from routes.common import ok
-from routes.common import optional_json_body
-from routes.common import optional_str
-from routes.common import require_str
 from routes.common import send_bytes
+from routes.images import JPEG
+from routes.schemas import envelope
 from services import people
 
-bp = Blueprint("faces", __name__)
+bp = APIBlueprint("faces", __name__, tag="Faces")
+
+MOVE_CONFLICTS = {409: "the person already has a face of the same photo, or a re-clustering "
+                       "is running"}
 
 
 @bp.get("/<face_id>")
+@bp.output(JPEG, content_type="image/jpeg", description="The face's crop")
+@bp.doc(responses={304: "not modified"})
 def get_face_image(face_id: str):
     """The face's JPEG crop."""
     data, mime_type, etag = people.face_crop(gallery().store, face_id)
@@ -24,23 +30,33 @@ def get_face_image(face_id: str):
 
 
 @bp.get("/<face_id>/info")
+@bp.output(envelope(schemas.Face))
 def get_face(face_id: str):
     """The face's box, image, person and how it got there."""
     return ok(people.get_face(gallery().store, face_id), "Face retrieved successfully")
 
 
 @bp.put("/<face_id>/move")
-def move_face(face_id: str):
-    """Move a face to ``target_person_id``; it is then a manual assignment."""
-    target = require_str(json_body(), "target_person_id")
-    return _moved(people.move_face(gallery().store, face_id, target), "Face moved successfully")
+@bp.input(schemas.MoveBody, arg_name="body")
+@bp.output(envelope(schemas.Moved))
+@bp.doc(responses=MOVE_CONFLICTS)
+def move_face(face_id: str, body: dict[str, t.Any]):
+    """Move a face to `target_person_id`; it is then a manual assignment."""
+    return _moved(people.move_face(gallery().store, face_id, body["target_person_id"]),
+                  "Face moved successfully")
 
 
 @bp.put("/<face_id>/move-to-new")
-def move_face_to_new(face_id: str):
-    """Move a face into a new person, named ``new_person_name`` or "Person N"."""
-    name = optional_str(optional_json_body(), "new_person_name")
-    return _moved(people.move_face_to_new(gallery().store, face_id, name),
+@bp.input(schemas.MoveToNewBody, arg_name="body")
+@bp.output(envelope(schemas.MovedToNew))
+@bp.doc(responses=MOVE_CONFLICTS)
+def move_face_to_new(face_id: str, body: dict[str, t.Any]):
+    """Move a face into a new person, named `new_person_name` or "Person N".
+
+    The body is optional. The answer is 200, as for any move: the face is what changed.
+    """
+    return _moved(people.move_face_to_new(gallery().store, face_id,
+                                          body.get("new_person_name")),
                   "Face moved to a new person")
 
 

@@ -2,54 +2,82 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask import current_app
-from flask import request
-from werkzeug.exceptions import MethodNotAllowed
+import typing as t
 
-from errors import ValidationError
+from apiflask import APIBlueprint
+from apiflask import FileSchema
+from flask import current_app
+from flask import url_for
+
+from routes import schemas
 from routes.common import accepted
+from routes.common import created
 from routes.common import form_id
 from routes.common import gallery
-from routes.common import json_body
 from routes.common import ok
-from routes.common import pagination
-from routes.common import parse_bool
-from routes.common import parse_float
-from routes.common import parse_int
-from routes.common import query_date
-from routes.common import query_int
 from routes.common import send_bytes
 from routes.common import uploaded_files
+from routes.schemas import envelope
 from services import jobs
 from services import photos
 from services import recognition
 from services import upload
 
-bp = Blueprint("images", __name__)
+bp = APIBlueprint("images", __name__, tag="Images")
+
+#: The image routes' id: never one of the static paths beside it.
+IMAGE = '/<id("upload","upload-multiple","search-by-image"):image_id>'
+JPEG = FileSchema(type="string", format="binary")
 
 
 @bp.post("/upload")
-def upload_image():
-    """Upload one photo (field ``file``); faces are detected and assigned to persons."""
-    album_id, section_id = form_id("album_id"), form_id("section_id")
-    photo = uploaded_files("file")[0]
+@bp.input(schemas.UploadForm, location="form_and_files", arg_name="form")
+@bp.output(envelope(schemas.UploadResult), status_code=201,
+           description="Stored; faces detected and assigned (`Location`: the image)")
+@bp.doc(responses={200: {"description": "These bytes were stored already: the stored image, "
+                                        "`duplicate: true`",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/UploadResultEnvelope"}}}},
+                   404: "the album or section does not exist",
+                   409: "the same photo is still being stored by another request",
+                   413: "the request is over MAX_CONTENT_LENGTH"})
+def upload_image(form: dict[str, t.Any]):
+    """Upload one photo; faces are detected and assigned to persons.
+
+    The type is decided by the bytes, not the name. Uploading bytes already stored answers
+    200 with the stored image and `duplicate: true`.
+    """
+    photo = uploaded_files("file", single=True)[0]
     result = upload.upload_image(gallery(), photo.read(), photo.filename or "",
-                                         album_id=album_id, section_id=section_id)
-    message = "Image already uploaded" if result["duplicate"] else "Image uploaded successfully"
-    return ok(result, message, 200 if result["duplicate"] else 201)
+                                 album_id=form_id("album_id"), section_id=form_id("section_id"))
+    if result["duplicate"]:
+        return ok(result, "Image already uploaded")
+    return created(result, "Image uploaded successfully",
+                   url_for("images.get_image", image_id=result["image_id"]))
 
 
 @bp.post("/upload-multiple")
-def upload_images():
-    """Upload several photos (field ``files``); one bad file never fails the others.
+@bp.input(schemas.AsyncQuery, location="query", arg_name="query")
+@bp.input(schemas.UploadManyForm, location="form_and_files", arg_name="form")
+@bp.output(envelope(schemas.BatchResult), description="Every file stored or already there")
+@bp.doc(responses={207: {"description": "Some files failed: each result says why",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/BatchResultEnvelope"}}}},
+                   202: {"description": "`async=true`: files stored, a job processes them "
+                                        "(`Location`: the job)",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/JobEnvelope"}}}},
+                   404: "the album or section does not exist",
+                   413: "the request is over MAX_CONTENT_LENGTH"})
+def upload_images(query: dict[str, t.Any], form: dict[str, t.Any]):
+    """Upload several photos; one bad file never fails the others.
 
     200 when every file was stored or already there, 207 when some failed. With
-    ``?async=true``: 202 once the files are stored, with the job that processes them.
+    `?async=true`: 202 once the files are stored, with the job that processes them.
     """
     album_id, section_id = form_id("album_id"), form_id("section_id")
     files = uploaded_files("files", "files[]", "file")
-    if parse_bool(request.args.get("async"), "async", False):
+    if query["run_async"]:
         job = jobs.submit_upload(gallery(), [(f.filename or "", f.read) for f in files],
                                  album_id=album_id, section_id=section_id)
         return accepted(job, f"{job['total']} images queued")
@@ -61,69 +89,77 @@ def upload_images():
 
 
 @bp.post("/search-by-image")
-def search_by_image():
-    """Find the persons whose faces match the faces of a photo; nothing is stored."""
-    photo = uploaded_files("file")[0]
-    config = current_app.config
-    tolerance = parse_float(request.form.get("tolerance", request.args.get("tolerance")),
-                            "tolerance", config["FACE_RECOGNITION_TOLERANCE"], low=0.0, high=1.0)
-    limit = parse_int(request.form.get("limit", request.args.get("limit")), "limit", 10,
-                      minimum=1, maximum=100)
-    group_by = request.form.get("group_by", request.args.get("group_by", "person"))
-    if group_by not in {"person", "face"}:
-        raise ValidationError("'group_by' must be person or face", details={"field": "group_by"})
-    result = recognition.search_by_image(gallery(), photo.read(), tolerance=tolerance,
-                                         limit=limit, group_by=group_by)
+@bp.input(schemas.SearchQuery, location="query", arg_name="query")
+@bp.input(schemas.SearchForm, location="form_and_files", arg_name="form")
+@bp.output(envelope(schemas.SearchResult))
+@bp.doc(responses={422: "no face in the photo", 413: "the request is over MAX_CONTENT_LENGTH"})
+def search_by_image(query: dict[str, t.Any], form: dict[str, t.Any]):
+    """Find the persons whose faces match the faces of a photo; nothing is stored.
+
+    `tolerance`, `limit` and `group_by` may come in the form or the query string.
+    """
+    photo = uploaded_files("file", single=True)[0]
+    params = {**query, **{k: v for k, v in form.items() if k != "file"}}
+    result = recognition.search_by_image(
+        gallery(), photo.read(),
+        tolerance=params.get("tolerance", current_app.config["FACE_RECOGNITION_TOLERANCE"]),
+        limit=params.get("limit", 10), group_by=params.get("group_by", "person"))
     return ok(result, f"{result['total_matches']} matches found")
 
 
 @bp.get("/")
-def list_images():
-    """Images newest first; filter by album_id, section_id, person_id, date_from, date_to."""
-    limit, offset = pagination()
+@bp.input(schemas.ImageListQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.ImagePage))
+@bp.doc(responses={404: "the album, section or person filtered on does not exist"})
+def list_images(query: dict[str, t.Any]):
+    """Images, newest upload first, filtered by album, section, person and date."""
     result = photos.list_images(
-        gallery().store, album_id=request.args.get("album_id") or None,
-        section_id=request.args.get("section_id") or None,
-        person_id=request.args.get("person_id") or None,
-        date_from=query_date("date_from"), date_to=query_date("date_to", end_of_day=True),
-        limit=limit, offset=offset)
+        gallery().store, album_id=query.get("album_id") or None,
+        section_id=query.get("section_id") or None, person_id=query.get("person_id") or None,
+        date_from=query.get("date_from"), date_to=query.get("date_to"),
+        limit=query["limit"], offset=query["offset"])
     return ok(result, "Images retrieved successfully")
 
 
-@bp.get("/<image_id>")
+@bp.get(IMAGE)
+@bp.output(envelope(schemas.ImageDetail))
 def get_image(image_id: str):
     """One image with its faces, persons, album, section and EXIF data."""
-    if image_id == "search-by-image":
-        # The POST-only route's path would otherwise read as an (invalid) image id.
-        raise MethodNotAllowed(valid_methods=["POST"])
     return ok(photos.get_image(gallery().store, image_id), "Image retrieved successfully")
 
 
-@bp.get("/<image_id>/file")
+@bp.get(IMAGE + "/file")
+@bp.output(JPEG, content_type="image/*", description="The stored bytes (ETag; 304 to "
+                                                     "If-None-Match)")
+@bp.doc(responses={304: "not modified"})
 def get_image_file(image_id: str):
     """The stored photo's bytes with its Content-Type."""
     data, mime_type, etag = photos.image_file(gallery().store, image_id)
     return send_bytes(data, mime_type, etag, max_age=31536000)
 
 
-@bp.get("/<image_id>/thumbnail")
-def get_image_thumbnail(image_id: str):
-    """A JPEG thumbnail fitting THUMBNAIL_SIZE (or ``?size=``, 16-1024)."""
-    size = query_int("size", current_app.config["THUMBNAIL_SIZE"], minimum=16, maximum=1024)
+@bp.get(IMAGE + "/thumbnail")
+@bp.input(schemas.ThumbnailQuery, location="query", arg_name="query")
+@bp.output(JPEG, content_type="image/jpeg", description="A JPEG fitting the size")
+@bp.doc(responses={304: "not modified"})
+def get_image_thumbnail(image_id: str, query: dict[str, t.Any]):
+    """A JPEG thumbnail fitting THUMBNAIL_SIZE, or `size` (16-1024)."""
+    size = query.get("size", current_app.config["THUMBNAIL_SIZE"])
     data, mime_type, etag = photos.image_thumbnail(gallery().store, image_id, size)
     return send_bytes(data, mime_type, etag, max_age=31536000)
 
 
-@bp.put("/<image_id>")
-def update_image(image_id: str):
+@bp.put(IMAGE)
+@bp.input(schemas.ImageUpdate, arg_name="body")
+@bp.output(envelope(schemas.ImageDetail))
+def update_image(image_id: str, body: dict[str, t.Any]):
     """Move an image between albums and sections (null unassigns) or rename its file."""
-    image = photos.update_image(gallery().store, image_id, json_body())
-    return ok(image, "Image updated successfully")
+    return ok(photos.update_image(gallery().store, image_id, body), "Image updated successfully")
 
 
-@bp.delete("/<image_id>")
+@bp.delete(IMAGE)
+@bp.output(envelope(schemas.ImageDeleted))
+@bp.doc(responses={409: "a re-clustering is running: retry in a few seconds"})
 def delete_image(image_id: str):
     """Delete an image with its faces; persons left without faces are deleted."""
-    return ok(photos.delete_image(gallery().store, image_id),
-              "Image deleted successfully")
-
+    return ok(photos.delete_image(gallery().store, image_id), "Image deleted successfully")

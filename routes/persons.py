@@ -2,57 +2,64 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask import request
+import typing as t
 
+from apiflask import APIBlueprint
+
+from routes import schemas
 from routes.common import gallery
-from routes.common import json_body
 from routes.common import ok
-from routes.common import pagination
-from routes.common import query_text
-from routes.common import require_str
-from routes.common import require_str_list
 from routes.common import send_bytes
+from routes.images import JPEG
+from routes.schemas import envelope
 from services import people
 
-bp = Blueprint("persons", __name__)
+bp = APIBlueprint("persons", __name__, tag="Persons")
 
 
 @bp.get("/")
-def list_persons():
-    """Persons; ``sort`` name|created_at|face_count, ``order`` asc|desc, ``q`` name prefix."""
-    limit, offset = pagination()
-    result = people.list_persons(gallery().store, sort=request.args.get("sort", "face_count"),
-                                 order=request.args.get("order") or None,
-                                 q=query_text("q"), limit=limit, offset=offset)
+@bp.input(schemas.PersonListQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.PersonPage))
+def list_persons(query: dict[str, t.Any]):
+    """Persons, most faces first; sorted by name or creation, filtered by name prefix."""
+    result = people.list_persons(gallery().store, sort=query["sort"],
+                                 order=query.get("order"), q=query["q"],
+                                 limit=query["limit"], offset=query["offset"])
     return ok(result, "Persons retrieved successfully")
 
 
 @bp.get("/<person_id>")
-def get_person(person_id: str):
-    """One person with a page (limit/offset) of its faces and of its images."""
-    limit, offset = pagination()
-    return ok(people.get_person(gallery().store, person_id, limit=limit, offset=offset),
-              "Person retrieved successfully")
+@bp.input(schemas.PageQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.PersonDetail))
+def get_person(person_id: str, query: dict[str, t.Any]):
+    """One person with a page (`limit`/`offset`) of its faces and of its images."""
+    return ok(people.get_person(gallery().store, person_id, limit=query["limit"],
+                                offset=query["offset"]), "Person retrieved successfully")
 
 
 @bp.put("/<person_id>/rename")
-def rename_person(person_id: str):
+@bp.input(schemas.RenameBody, arg_name="body")
+@bp.output(envelope(schemas.Renamed))
+def rename_person(person_id: str, body: dict[str, t.Any]):
     """Rename a person (1-100 characters after trimming)."""
-    name = require_str(json_body(), "name")
-    return ok(people.rename_person(gallery().store, person_id, name),
+    return ok(people.rename_person(gallery().store, person_id, body["name"]),
               "Person renamed successfully")
 
 
 @bp.put("/<person_id>/merge")
-def merge_persons(person_id: str):
-    """Move all faces of ``source_person_ids`` into this person and delete the sources."""
-    sources = require_str_list(json_body(), "source_person_ids")
-    result = people.merge_persons(gallery().store, person_id, sources)
+@bp.input(schemas.MergeBody, arg_name="body")
+@bp.output(envelope(schemas.Merged))
+@bp.doc(responses={409: "two faces of one photo would end in one person, or a "
+                        "re-clustering is running"})
+def merge_persons(person_id: str, body: dict[str, t.Any]):
+    """Move every face of `source_person_ids` into this person and delete the sources."""
+    result = people.merge_persons(gallery().store, person_id, body["source_person_ids"])
     return ok(result, "Persons merged successfully")
 
 
 @bp.get("/<person_id>/thumbnail")
+@bp.output(JPEG, content_type="image/jpeg", description="The crop of the best face")
+@bp.doc(responses={304: "not modified"})
 def get_person_thumbnail(person_id: str):
     """The JPEG crop of the person's best-quality face."""
     data, mime_type, etag = people.person_thumbnail(gallery().store, person_id)

@@ -2,52 +2,59 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+import re
+import typing as t
+
+from apiflask import APIBlueprint
 from flask import current_app
-from flask import request
+from flask import url_for
 
 from errors import DatabaseConnectionError
-from errors import ValidationError
+from routes import schemas
 from routes.common import error_response
 from routes.common import gallery
 from routes.common import ok
-from routes.common import parse_bool
+from routes.schemas import envelope
 from services import catalog
 
-bp = Blueprint("stats", __name__)
+bp = APIBlueprint("stats", __name__, tag="System")
 
-ENDPOINTS = {
-    "images": ["POST /images/upload", "POST /images/upload-multiple", "GET /images/",
-               "GET /images/{id}", "GET /images/{id}/file", "GET /images/{id}/thumbnail",
-               "PUT /images/{id}", "DELETE /images/{id}", "POST /images/search-by-image"],
-    "persons": ["GET /persons/", "GET /persons/{id}", "PUT /persons/{id}/rename",
-                "GET /persons/{id}/thumbnail", "PUT /persons/{id}/merge"],
-    "faces": ["GET /faces/{id}", "GET /faces/{id}/info", "PUT /faces/{id}/move",
-              "PUT /faces/{id}/move-to-new"],
-    "albums": ["GET /albums/", "POST /albums/", "GET /albums/{id}", "PUT /albums/{id}",
-               "DELETE /albums/{id}"],
-    "sections": ["GET /sections/", "POST /sections/", "GET /sections/{id}",
-                 "PUT /sections/{id}", "DELETE /sections/{id}"],
-    "cluster": ["GET /cluster/", "POST /cluster/", "POST /cluster/?async=true"],
-    "jobs": ["POST /images/upload-multiple?async=true", "GET /jobs/", "GET /jobs/{id}",
-             "DELETE /jobs/{id}"],
-    "system": ["GET /", "GET /health", "GET /stats/", "DELETE /reset"],
-}
+#: Routes of the docs page and the contract itself, left out of the endpoint list.
+_OWN_ROUTES = {"openapi", "static", "docs_assets"}
 
 
 @bp.get("/")
+@bp.output(envelope(schemas.About))
 def describe_api():
-    """Name, version and endpoints of this API."""
+    """Name, version, the docs page, the OpenAPI document and every endpoint."""
     return ok({
         "name": "Face Gallery API",
         "version": current_app.config["APP_VERSION"],
         "description": "Upload photos; faces are found, grouped into persons and searchable.",
-        "docs": "docs/api.md",
-        "endpoints": ENDPOINTS,
+        "docs": url_for("openapi.docs"),
+        "openapi": url_for("openapi.spec"),
+        "endpoints": endpoint_list(),
     }, "Face Gallery API")
 
 
+def endpoint_list() -> dict[str, list[str]]:
+    """``{resource: ["METHOD /path", ...]}`` read off the app's routes, so it cannot drift."""
+    listed: dict[str, list[str]] = {}
+    for rule in current_app.url_map.iter_rules():
+        resource = rule.endpoint.split(".")[0]
+        if resource in _OWN_ROUTES:
+            continue
+        path = re.sub(r"<(?:[^<:]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            listed.setdefault("system" if resource == "stats" else resource, []).append(
+                f"{method} {path}")
+    return listed
+
+
 @bp.get("/health")
+@bp.output(envelope(schemas.Health), description="The database answers")
+@bp.doc(responses={503: "the database cannot be reached (the same data in "
+                                     "`details`)"})
 def health():
     """Liveness and database reachability for load balancers (200 or 503)."""
     try:
@@ -64,21 +71,15 @@ def health():
 
 
 @bp.get("/stats/")
+@bp.output(envelope(schemas.Stats))
 def get_stats():
     """Counts of persons, images, faces, albums and sections, with coverage ratios."""
     return ok(catalog.statistics(gallery().store), "Statistics retrieved successfully")
 
 
 @bp.delete("/reset")
-def reset_gallery():
-    """Delete everything; needs ``?confirm=true`` or a JSON body ``{"confirm": true}``."""
-    body = request.get_json(silent=True) if request.get_data(cache=True) else None
-    confirmed = parse_bool(request.args.get("confirm"), "confirm", False)
-    if isinstance(body, dict) and body.get("confirm") is True:
-        confirmed = True
-    if not confirmed:
-        raise ValidationError(
-            "Reset deletes every image, face, person, album and section. "
-            "Confirm with ?confirm=true or a JSON body {\"confirm\": true}.",
-            details={"confirm": "required"})
+@bp.input(schemas.ResetQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.ResetDone))
+def reset_gallery(query: dict[str, t.Any]):
+    """Delete everything; needs `?confirm=true` (the schema refuses anything else)."""
     return ok(catalog.reset(gallery().store), "Database reset successfully")

@@ -99,7 +99,7 @@ def submit_recluster(gallery: Gallery, *, eps: float, min_samples: int,
                      preserve_manual: bool) -> Doc:
     """Queue a re-clustering; returns the job."""
     job = _new_job("recluster", total=1, files=[], params={
-        "eps": eps, "min_samples": min_samples, "preserve_manual": preserve_manual})
+        "tolerance": eps, "min_samples": min_samples, "preserve_manual": preserve_manual})
     gallery.store.insert_job(job)
     return _queue(gallery, job["_id"])
 
@@ -335,7 +335,8 @@ def _record(store: Store, job_id: str, position: int, result: Doc, fields: Doc
 
 def _run_recluster(gallery: Gallery, job: Doc, run_id: str) -> str:
     params = job["params"]
-    result = recognition.recluster(gallery, eps=params["eps"],
+    # Jobs queued before the threshold was renamed say "eps".
+    result = recognition.recluster(gallery, eps=params.get("tolerance", params.get("eps")),
                                    min_samples=params["min_samples"],
                                    preserve_manual=params["preserve_manual"])
     return _end(gallery.store, job["_id"], run_id, "done", result=result)

@@ -76,7 +76,7 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
     query_faces = []
     for number, face in enumerate(found):
         location = _location(face.box)
-        query_faces.append({"query_face_index": number, "location": location,
+        query_faces.append({"query_face_index": number, "face_location": location,
                             "quality_score": round(face.quality, 4)})
         seen: set[str] = set()
         for face_id, person_id, image_id, distance in index.nearest(face.encoding, tolerance):
@@ -139,7 +139,7 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     started = time.perf_counter()
     faces = list(store.iter_faces({}, _CLUSTER_FIELDS))
     if not faces:
-        return _recluster_result(started, faces=0)
+        return _recluster_result(started, faces=0, eps=eps, min_samples=min_samples)
     embeddings = np.stack([storage.embedding_from_bytes(f["embedding"]) for f in faces])
     current = [f["person_id"] for f in faces]
     manual = [bool(f.get("is_manual_assignment")) for f in faces]
@@ -282,6 +282,6 @@ def _recluster_result(started: float, *, faces: int, persons_created: int = 0,
         "faces_processed": faces, "persons_created": persons_created,
         "persons_merged": persons_merged, "persons_deleted": persons_deleted,
         "faces_moved": faces_moved, "manual_assignments_preserved": manual_preserved,
-        "persons_total": persons_total, "eps": eps, "min_samples": min_samples,
+        "persons_total": persons_total, "tolerance": eps, "min_samples": min_samples,
         "processing_time": round(time.perf_counter() - started, 3),
     }

@@ -128,7 +128,7 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
         "image_id": image_id, "filename": image_doc["filename"], "duplicate": False,
         "faces_detected": len(faces),
         "persons_created": sum(1 for face in faces if face["new_person"]),
-        "faces": [{"face_id": f["face_id"], "location": f["location"],
+        "faces": [{"face_id": f["face_id"], "face_location": f["location"],
                    "person_id": f["person_id"], "person_name": f["person_name"],
                    "new_person": f["new_person"], "quality_score": f["quality_score"]}
                   for f in faces],
@@ -272,7 +272,7 @@ def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
     return {
         "image_id": image["_id"], "filename": image["filename"], "duplicate": True,
         "faces_detected": len(faces), "persons_created": 0,
-        "faces": [{"face_id": f["_id"], "location": f["face_location"],
+        "faces": [{"face_id": f["_id"], "face_location": f["face_location"],
                    "person_id": f["person_id"], "person_name": names.get(f["person_id"]),
                    "new_person": False, "quality_score": f.get("quality_score")}
                   for f in faces],

@@ -83,7 +83,7 @@ def upload_photos(client, photos: list[Photo], folder: Path = DEV_SET) -> dict[s
         assert response.status_code in (200, 201), (photo.file, response.json)
         result = response.json["data"]
         for face in result["faces"]:
-            labels[face["face_id"]] = label_face(photo, result["width"], face["location"],
+            labels[face["face_id"]] = label_face(photo, result["width"], face["face_location"],
                                                  boxes, face["face_id"])
     return labels
 

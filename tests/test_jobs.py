@@ -251,8 +251,8 @@ def test_recluster_job(jobs_app, client):
     job = job_of(client, response.json["data"]["job_id"])
     assert (job["kind"], job["status"], job["percent"], job["processed"]) == \
         ("recluster", "done", 100.0, 1)
-    assert job["params"] == {"eps": 0.5, "min_samples": 1, "preserve_manual": True}
-    assert job["result"]["faces_processed"] == 2 and job["result"]["eps"] == 0.5
+    assert job["params"] == {"tolerance": 0.5, "min_samples": 1, "preserve_manual": True}
+    assert job["result"]["faces_processed"] == 2 and job["result"]["tolerance"] == 0.5
     assert_error(client.delete(f"/jobs/{job['job_id']}"), 409, "ConflictError")
     assert_error(client.get("/cluster/?async=true"), 400, "ValidationError")
     assert_error(client.post("/cluster/?async=maybe"), 400, "ValidationError")

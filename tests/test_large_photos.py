@@ -97,7 +97,7 @@ def test_upload_boxes_are_in_the_stored_images_pixels(small_client, compression,
 
     # The box is where the face is in the stored image's upright pixels.
     expected = scaled_box(reference, stored[0] / width)
-    found = box(face["location"])
+    found = box(face["face_location"])
     assert iou(found, expected) > 0.6, (found, expected)
     assert 0 <= found[3] < found[1] <= stored[0] and 0 <= found[0] < found[2] <= stored[1]
     # Lists and the detail give the same box.
@@ -118,13 +118,13 @@ def test_search_boxes_are_in_the_query_photos_pixels(small_client, compression, 
     [query_face] = found["query_faces"]
     [match] = found["matches"]
     assert match["face_id"] == face["face_id"] and match["distance"] < 0.01
-    location = box(query_face["location"])
+    location = box(query_face["face_location"])
     assert box(match["query_face_location"]) == location
     assert iou(location, reference) > 0.6, (location, reference)
     # Upload and query detect faces on the same copy, so the stored box is the query's box
     # scaled into the stored image's pixels.
     scale = MAX_DIMENSION / max(width, height) if compression else 1.0
-    assert box(face["location"]) == scaled_box(location, scale)
+    assert box(face["face_location"]) == scaled_box(location, scale)
 
 
 def test_a_large_query_finds_a_small_upload(small_client):

@@ -165,7 +165,7 @@ def test_recluster_parameters_and_lock(client, store):
         assert_error(client.get(f"/cluster/?{query}"), 400, "ValidationError")
     assert_error(client.post("/cluster/", json={"min_samples": "many"}), 400, "ValidationError")
     ok = client.post("/cluster/", json={"tolerance": 0.5, "min_samples": 2}).json["data"]
-    assert ok["eps"] == 0.5 and ok["min_samples"] == 2
+    assert ok["tolerance"] == 0.5 and ok["min_samples"] == 2
 
     assert store.acquire_lock(recognition.RECLUSTER_LOCK, "someone-else", 600)
     assert_error(client.get("/cluster/"), 409, "ConflictError")

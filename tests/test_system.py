@@ -139,13 +139,14 @@ def test_reset_needs_confirmation(client):
     assert_error(refused, 400, "ValidationError")
     assert "confirm=true" in refused.json["error"]
     assert_error(client.delete("/reset?confirm=false"), 400, "ValidationError")
-    assert_error(client.delete("/reset", json={"confirm": "yes"}), 400, "ValidationError")
+    assert_error(client.delete("/reset?confirm=yes"), 400, "ValidationError")
     assert client.get("/albums/").json["data"]["total"] == 1
 
     assert client.delete("/reset?confirm=true").status_code == 200
     assert client.get("/albums/").json["data"]["total"] == 0
     client.post("/albums/", json={"name": "B"})
-    done = client.delete("/reset", json={"confirm": True})
+    assert_error(client.delete("/reset", json={"confirm": True}), 400, "ValidationError")
+    done = client.delete("/reset?confirm=1")
     assert done.status_code == 200 and done.json["data"]["documents_deleted"]["albums"] == 1
 
 

@@ -51,7 +51,7 @@ def test_group_photo_faces_go_to_their_persons(client):
     h = upload(client, photos.hopper_jpeg(), "h.jpg")
     group = upload(client, photos.group_photo(), "group.jpg")
     assert group["faces_detected"] == 2 and group["persons_created"] == 0
-    lefts = [f["location"]["left"] for f in group["faces"]]
+    lefts = [f["face_location"]["left"] for f in group["faces"]]
     assert lefts == sorted(lefts)
     assert {f["person_id"] for f in group["faces"]} == {a["faces"][0]["person_id"],
                                                         h["faces"][0]["person_id"]}

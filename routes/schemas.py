@@ -1,0 +1,636 @@
+"""The request and response schemas: what each route accepts and answers.
+
+They are the one source of truth for both sides of the contract: apiflask validates every
+request against the input schemas before a view runs (a failure is a 400 ``ValidationError``
+in the error envelope) and builds ``/openapi.json`` from the same classes. Response schemas
+only document: views answer with :func:`routes.common.ok`, and the suite (schemathesis, and
+``tests/test_openapi.py``) checks the answers against them.
+
+Request schemas refuse unknown fields (``unknown = RAISE``), so a typo is a 400 on create and
+update alike; query strings and multipart forms ignore them, as browsers and proxies add their
+own. Response schemas allow more fields than they list: a new field is not a breaking change.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import UTC
+from datetime import datetime
+
+from apiflask import Schema
+from apiflask import fields
+from apiflask import validators
+from marshmallow import EXCLUDE
+from marshmallow import INCLUDE
+from marshmallow import RAISE
+from marshmallow import ValidationError as SchemaError
+from marshmallow import validates_schema
+
+MAX_LIMIT = 500
+#: The change schemas, documented with ``minProperties: 1`` (routes.contract).
+UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate")
+JOB_STATUSES = ("receiving", "queued", "running", "done", "failed", "cancelled")
+RESET_WARNING = ("Reset deletes every image, face, person, album and section: confirm with "
+                 "?confirm=true")
+NAME_DESCRIPTION = "1-200 characters after trimming; no control characters"
+#: Ids are 24 hex digits (storage.new_id; either case); anything else is a 400.
+ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+#: Some visible character, and no control character (they corrupt logs and terminals).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+# -- fields ---------------------------------------------------------------------------------
+
+def _text(max_length: int, **kwargs: t.Any) -> fields.String:
+    """Free text: at most ``max_length`` characters, none of them a control character."""
+    return fields.String(validate=[validators.Length(max=max_length), validators.Regexp(
+        TEXT_PATTERN, error="Must not contain control characters.")], **kwargs)
+
+
+def _name(max_length: int, **kwargs: t.Any) -> fields.String:
+    """A display name: 1-``max_length`` characters after trimming, no control characters."""
+    return fields.String(validate=[validators.Length(min=1, max=max_length), validators.Regexp(
+        NAME_PATTERN, error="Must have a visible character and no control characters.")],
+        metadata={"description": f"1-{max_length} characters after trimming; no control "
+                                 "characters"}, **kwargs)
+
+
+class Flag(fields.Boolean):
+    """A JSON boolean: true or false, never 0, 1, "yes" or "on"."""
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def _flag(**kwargs: t.Any) -> Flag:
+    return Flag(**kwargs)
+
+
+class QueryDate(fields.String):
+    """An ISO-8601 date or datetime, as naive UTC; a bare date in ``date_to`` means its end."""
+
+    def __init__(self, *, end_of_day: bool = False, **kwargs: t.Any) -> None:
+        kwargs.setdefault("metadata", {})["anyOf"] = [{"format": "date"},
+                                                       {"format": "date-time"}]
+        super().__init__(**kwargs)
+        self.end_of_day = end_of_day
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any,
+                     **kwargs: t.Any) -> datetime | None:
+        raw = super()._deserialize(value, attr, data, **kwargs).upper()
+        try:
+            if raw[17:19] == "60":  # a leap second (RFC 3339 allows it; Python does not)
+                raw = raw[:17] + "59" + raw[19:]
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except (ValueError, OverflowError):
+            raise SchemaError("Must be an ISO-8601 date such as 2024-06-30.") from None
+        if self.end_of_day and len(raw) == 10:
+            moment = moment.replace(hour=23, minute=59, second=59, microsecond=999000)
+        return moment
+
+
+def _id(description: str = "", **kwargs: t.Any) -> fields.String:
+    return fields.String(validate=validators.Regexp(ID_PATTERN, error="Must be a 24-hex id."),
+                         metadata={"description": description,
+                                   "example": "5f0c0c0c0c0c0c0c0c0c0c0c"}, **kwargs)
+
+
+def _limit(default: int = 50, maximum: int = MAX_LIMIT) -> fields.Integer:
+    return fields.Integer(load_default=default, validate=validators.Range(1, maximum),
+                          metadata={"description": f"page size, 1-{maximum}"})
+
+
+def _offset() -> fields.Integer:
+    return fields.Integer(load_default=0, validate=validators.Range(0, 10**9),
+                          metadata={"description": "items to skip"})
+
+
+# -- requests -------------------------------------------------------------------------------
+
+class _Body(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class Update(_Body):
+    """A change: at least one field (an empty change is a 400, and documented so)."""
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        if not data:
+            raise SchemaError(f"Nothing to update: send one of {', '.join(sorted(self.fields))}")
+
+
+class _Query(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class PageQuery(_Query):
+    limit = _limit()
+    offset = _offset()
+
+
+class ImageListQuery(PageQuery):
+    album_id = _id("only images in this album")
+    section_id = _id("only images in this section")
+    person_id = _id("only images showing this person")
+    date_from = QueryDate(metadata={"description": "taken (or uploaded) on or after"})
+    date_to = QueryDate(end_of_day=True, metadata={
+        "description": "taken (or uploaded) on or before; a bare date includes that day"})
+
+
+class ThumbnailQuery(_Query):
+    size = fields.Integer(validate=validators.Range(16, 1024),
+                          metadata={"description": "longest side in pixels (default "
+                                                   "THUMBNAIL_SIZE)"})
+
+
+def _form_id(description: str) -> fields.String:
+    # A form field left empty arrives as "" (or "null"): no album or section.
+    return fields.String(validate=validators.Regexp(r"^([0-9a-fA-F]{24}|null|none|)$",
+                                                    error="Must be a 24-hex id or empty."),
+                         metadata={"description": description + " (empty: none)"})
+
+
+class UploadForm(_Query):
+    file = fields.File(required=True, metadata={"description": "the photo (PNG, JPEG, GIF, "
+                                                               "WEBP); exactly one"})
+    album_id = _form_id("file it in this album")
+    section_id = _form_id("file it in this section")
+
+
+class UploadManyForm(_Query):
+    files = fields.List(fields.File(), metadata={
+        "description": "the photos; `files[]` and `file` are accepted too"})
+    album_id = _form_id("file them in this album")
+    section_id = _form_id("file them in this section")
+
+
+class AsyncQuery(_Query):
+    # "async" is a Python keyword, hence the data_key.
+    run_async = fields.Boolean(load_default=False, data_key="async", metadata={
+        "description": "answer 202 at once with a job that does the work"})
+
+
+class _SearchParameters(Schema):
+    tolerance = fields.Float(validate=validators.Range(0.0, 1.0), metadata={
+        "description": "largest face distance that counts as a match (default "
+                       "FACE_RECOGNITION_TOLERANCE)"})
+    limit = fields.Integer(validate=validators.Range(1, 100),
+                           metadata={"description": "matches to return, 1-100 (default 10)"})
+    group_by = fields.String(validate=validators.OneOf(["person", "face"]), metadata={
+        "description": "`person`: the best face per person; `face`: every matching face"})
+
+
+class SearchQuery(_SearchParameters, _Query):
+    pass
+
+
+class SearchForm(_SearchParameters, _Query):
+    file = fields.File(required=True, metadata={"description": "a photo with a face"})
+
+
+class ImageUpdate(Update):
+    album_id = _id("null takes it out", allow_none=True)
+    section_id = _id("null takes it out", allow_none=True)
+    filename = _name(255)
+
+
+class PersonListQuery(PageQuery):
+    sort = fields.String(load_default="face_count",
+                         validate=validators.OneOf(["face_count", "name", "created_at"]))
+    order = fields.String(validate=validators.OneOf(["asc", "desc"]),
+                          metadata={"description": "default desc, asc for name"})
+    q = _text(200, load_default="", metadata={"description": "name prefix, case-insensitive"})
+
+
+class RenameBody(_Body):
+    name = _name(100, required=True)
+
+
+class MergeBody(_Body):
+    source_person_ids = fields.List(_id(), required=True,
+                                    validate=validators.Length(min=1, max=1000))
+
+
+class MoveBody(_Body):
+    target_person_id = _id(required=True)
+
+
+class MoveToNewBody(_Body):
+    new_person_name = _name(100, allow_none=True)
+
+
+class AlbumCreate(_Body):
+    name = _name(200, required=True)
+    description = _text(2000, allow_none=True)
+
+
+class AlbumUpdate(Update):
+    name = _name(200)
+    description = _text(2000, allow_none=True)
+
+
+class SectionListQuery(_Query):
+    album_id = _id("only this album's sections")
+
+
+class SectionCreate(AlbumCreate):
+    album_id = _id("the album it belongs to", allow_none=True)
+
+
+class SectionUpdate(AlbumUpdate):
+    album_id = _id("null detaches it", allow_none=True)
+
+
+def _threshold(**kwargs: t.Any) -> fields.Float:
+    return fields.Float(validate=validators.Range(0.01, 1.0), **kwargs)
+
+
+class ReclusterQuery(_Query):
+    """GET takes no ``async``: a job is started with POST (the view refuses it with a 400)."""
+
+    tolerance = _threshold(metadata={
+        "description": "the re-clustering threshold (DBSCAN eps; default DBSCAN_EPS)"})
+    eps = _threshold(metadata={"description": "old name of `tolerance`", "deprecated": True})
+    min_samples = fields.Integer(validate=validators.Range(1, 1000))
+    preserve_manual = fields.Boolean(metadata={
+        "description": "keep faces moved by hand where they are (default true)"})
+
+
+class ReclusterPostQuery(ReclusterQuery):
+    run_async = fields.Boolean(data_key="async", metadata={
+        "description": "answer 202 at once with a re-clustering job"})
+
+
+class ReclusterBody(_Body):
+    tolerance = _threshold()
+    eps = _threshold(metadata={"deprecated": True})
+    min_samples = fields.Integer(validate=validators.Range(1, 1000))
+    preserve_manual = _flag()
+    run_async = _flag(data_key="async")
+
+
+class JobListQuery(PageQuery):
+    status = fields.String(validate=validators.OneOf(JOB_STATUSES))
+
+
+class ResetQuery(_Query):
+    confirm = fields.Boolean(required=True, truthy={"true", "1"}, falsy={"false", "0"},
+                             validate=validators.Equal(True, error=RESET_WARNING),
+                             error_messages={"required": RESET_WARNING},
+                             metadata={"description": "must be true"})
+
+
+# -- responses ------------------------------------------------------------------------------
+
+class _Out(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+
+def _nullable_str(**kwargs: t.Any) -> fields.String:
+    return fields.String(allow_none=True, **kwargs)
+
+
+class Box(_Out):
+    top = fields.Integer(required=True)
+    right = fields.Integer(required=True)
+    bottom = fields.Integer(required=True)
+    left = fields.Integer(required=True)
+
+
+class FaceSummary(_Out):
+    face_id = fields.String(required=True)
+    face_location = fields.Nested(Box, required=True)
+    person_id = fields.String(required=True)
+    is_manual_assignment = fields.Boolean()
+    person_name = fields.String()
+    quality_score = fields.Float(allow_none=True)
+    face_url = fields.String()
+
+
+class Image(_Out):
+    _id = fields.String(required=True)
+    filename = fields.String(required=True)
+    mime_type = fields.String()
+    width = fields.Integer()
+    height = fields.Integer()
+    size_bytes = fields.Integer()
+    face_count = fields.Integer()
+    album_id = _nullable_str()
+    section_id = _nullable_str()
+    taken_at = _nullable_str()
+    created_at = fields.String()
+    updated_at = fields.String()
+    file_url = fields.String()
+    thumbnail_url = fields.String()
+    faces = fields.List(fields.Nested(FaceSummary))
+
+
+class ImageDetail(Image):
+    persons = fields.List(fields.Dict())
+    album = fields.Dict(allow_none=True)
+    section = fields.Dict(allow_none=True)
+    exif = fields.Dict()
+    sha256 = fields.String()
+
+
+class ImagePage(_Out):
+    images = fields.List(fields.Nested(Image), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer()
+    offset = fields.Integer()
+
+
+class UploadedFace(_Out):
+    face_id = fields.String(required=True)
+    face_location = fields.Nested(Box, required=True)
+    person_id = fields.String(required=True)
+    person_name = fields.String()
+    new_person = fields.Boolean()
+    quality_score = fields.Float(allow_none=True)
+
+
+class UploadResult(_Out):
+    image_id = fields.String(required=True)
+    filename = fields.String()
+    duplicate = fields.Boolean(required=True)
+    faces_detected = fields.Integer()
+    persons_created = fields.Integer()
+    faces = fields.List(fields.Nested(UploadedFace))
+    width = fields.Integer()
+    height = fields.Integer()
+    album_id = _nullable_str()
+    section_id = _nullable_str()
+    processing_time = fields.Float()
+
+
+class FileResult(_Out):
+    filename = fields.String(allow_none=True)
+    success = fields.Boolean(required=True)
+    error = fields.String()
+    error_type = fields.String()
+    code = fields.Integer()
+
+
+class BatchResult(_Out):
+    total_images = fields.Integer(required=True)
+    successful_uploads = fields.Integer(required=True)
+    failed_uploads = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+    total_faces_detected = fields.Integer()
+    persons_created = fields.Integer()
+    processing_time = fields.Float()
+    results = fields.List(fields.Nested(FileResult), required=True)
+
+
+class Match(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    face_id = fields.String(required=True)
+    image_id = fields.String()
+    distance = fields.Float(required=True)
+    confidence = fields.Float(required=True)
+    query_face_index = fields.Integer()
+    query_face_location = fields.Nested(Box)
+
+
+class QueryFace(_Out):
+    query_face_index = fields.Integer()
+    face_location = fields.Nested(Box)
+
+
+class SearchResult(_Out):
+    matches = fields.List(fields.Nested(Match), required=True)
+    total_matches = fields.Integer(required=True)
+    faces_in_query = fields.Integer()
+    query_faces = fields.List(fields.Nested(QueryFace))
+    faces_searched = fields.Integer()
+    tolerance = fields.Float()
+    group_by = fields.String()
+    search_time = fields.Float()
+    processing_time = fields.Float()
+
+
+class ImageDeleted(_Out):
+    deleted_image_id = fields.String(required=True)
+    faces_deleted = fields.Integer()
+    persons_deleted = fields.List(fields.String())
+
+
+class Person(_Out):
+    _id = fields.String(required=True)
+    name = fields.String(required=True)
+    face_count = fields.Integer(required=True)
+    image_count = fields.Integer()
+    manual_face_count = fields.Integer()
+    named_by_user = fields.Boolean()
+    thumbnail_url = _nullable_str()
+    thumbnail_face_id = _nullable_str()
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class PersonPage(_Out):
+    persons = fields.List(fields.Nested(Person), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer()
+    offset = fields.Integer()
+    sort = fields.String()
+    order = fields.String()
+
+
+class Face(_Out):
+    face_id = fields.String(required=True)
+    image_id = fields.String(required=True)
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    face_location = fields.Nested(Box, required=True)
+    quality_score = fields.Float(allow_none=True)
+    is_manual_assignment = fields.Boolean()
+    assigned_by = fields.String(validate=validators.OneOf(["auto", "manual"]))
+    face_url = fields.String()
+    created_at = fields.String()
+
+
+class PersonDetail(Person):
+    faces = fields.List(fields.Nested(Face))
+    images = fields.List(fields.Dict())
+    faces_total = fields.Integer()
+    images_total = fields.Integer()
+
+
+class Renamed(_Out):
+    person_id = fields.String(required=True)
+    old_name = fields.String()
+    new_name = fields.String(required=True)
+
+
+class Merged(_Out):
+    person_id = fields.String(required=True)
+    name = fields.String()
+    faces_moved = fields.Integer()
+    persons_deleted = fields.List(fields.String())
+    face_count = fields.Integer()
+
+
+class Moved(_Out):
+    face_id = fields.String(required=True)
+    from_person_id = fields.String()
+    to_person_id = fields.String()
+    is_manual_assignment = fields.Boolean()
+    source_person_deleted = fields.Boolean()
+
+
+class MovedToNew(_Out):
+    face_id = fields.String(required=True)
+    old_person_id = fields.String()
+    new_person_id = fields.String(required=True)
+    new_person_name = fields.String()
+    is_manual_assignment = fields.Boolean()
+    source_person_deleted = fields.Boolean()
+
+
+class Section(_Out):
+    _id = fields.String(required=True)
+    name = fields.String(required=True)
+    description = _nullable_str()
+    album_id = _nullable_str()
+    image_count = fields.Integer()
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class Album(_Out):
+    _id = fields.String(required=True)
+    name = fields.String(required=True)
+    description = _nullable_str()
+    image_count = fields.Integer()
+    section_count = fields.Integer()
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class AlbumDetail(Album):
+    sections = fields.List(fields.Nested(Section))
+
+
+class AlbumList(_Out):
+    albums = fields.List(fields.Nested(Album), required=True)
+    total = fields.Integer(required=True)
+
+
+class SectionList(_Out):
+    sections = fields.List(fields.Nested(Section), required=True)
+    total = fields.Integer(required=True)
+
+
+class AlbumDeleted(_Out):
+    deleted_album_id = fields.String(required=True)
+    images_unassigned = fields.Integer()
+    sections_detached = fields.Integer()
+
+
+class SectionDeleted(_Out):
+    deleted_section_id = fields.String(required=True)
+    images_unassigned = fields.Integer()
+
+
+class Reclustered(_Out):
+    faces_processed = fields.Integer(required=True)
+    persons_created = fields.Integer()
+    persons_merged = fields.Integer()
+    persons_deleted = fields.Integer()
+    faces_moved = fields.Integer()
+    manual_assignments_preserved = fields.Integer()
+    persons_total = fields.Integer()
+    tolerance = fields.Float(required=True)
+    min_samples = fields.Integer()
+    processing_time = fields.Float()
+
+
+class Job(_Out):
+    job_id = fields.String(required=True)
+    kind = fields.String(validate=validators.OneOf(["upload", "recluster"]))
+    status = fields.String(required=True, validate=validators.OneOf(JOB_STATUSES))
+    total = fields.Integer()
+    processed = fields.Integer()
+    percent = fields.Float()
+    eta_seconds = fields.Float(allow_none=True)
+    status_url = fields.String()
+
+
+class JobPage(_Out):
+    jobs = fields.List(fields.Nested(Job), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer()
+    offset = fields.Integer()
+
+
+class About(_Out):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    description = fields.String()
+    docs = fields.String()
+    openapi = fields.String()
+    endpoints = fields.Dict()
+
+
+class Health(_Out):
+    status = fields.String(required=True)
+    database = fields.Dict()
+    version = fields.String()
+
+
+class Stats(_Out):
+    total_persons = fields.Integer(required=True)
+    total_images = fields.Integer(required=True)
+    total_faces = fields.Integer(required=True)
+    total_albums = fields.Integer()
+    total_sections = fields.Integer()
+    images_with_faces = fields.Integer()
+    images_without_faces = fields.Integer()
+    manual_face_assignments = fields.Integer()
+    gallery_stats = fields.Dict()
+
+
+class ResetDone(_Out):
+    documents_deleted = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+# -- envelopes ------------------------------------------------------------------------------
+
+class Error(Schema):
+    """The error envelope every 4xx and 5xx answer uses."""
+
+    success = fields.Boolean(required=True, validate=validators.Equal(False))
+    error = fields.String(required=True, metadata={"description": "what went wrong"})
+    error_type = fields.String(required=True, metadata={
+        "description": "the error class, e.g. ValidationError, DocumentNotFoundError"})
+    code = fields.Integer(required=True, metadata={"description": "the HTTP status"})
+    details = fields.Raw(metadata={"description": "context: the field, the id, the limits"})
+    timestamp = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+_envelopes: dict[str, type[Schema]] = {}
+
+
+def envelope(data: type[Schema]) -> type[Schema]:
+    """The success envelope ``{success, data, message, timestamp}`` around ``data``."""
+    name = data.__name__ + "Envelope"
+    if name not in _envelopes:
+        _envelopes[name] = Schema.from_dict({
+            "success": fields.Boolean(required=True, validate=validators.Equal(True)),
+            "data": fields.Nested(data, required=True),
+            "message": fields.String(required=True),
+            "timestamp": fields.String(required=True),
+        }, name=name)
+    return _envelopes[name]
