@@ -10,7 +10,7 @@ PORT ?= 5000
 DATA_DIR ?= ./data
 export HOST PORT DATA_DIR
 
-.PHONY: run test lint bench serve worker install install-dev clean
+.PHONY: run test lint bench serve worker install install-dev clean fuzz
 
 # The project itself is installed editable: tests, bench and the CLI import it without path
 # tricks, and `flask --app wsgi gallery ...` works from any folder.
@@ -45,6 +45,13 @@ lint: install-dev
 
 test: install-dev lint
 	$(PY) -m pytest
+
+## schemathesis against a live server on the embedded store, every operation and check
+## (schemathesis.toml), bounded by FUZZ_TIME seconds; `make test` runs a short one in-process.
+FUZZ_EXAMPLES ?= 50
+FUZZ_TIME ?= 600
+fuzz: install-dev
+	$(PY) tests/run_fuzz.py --max-examples $(FUZZ_EXAMPLES) --max-time $(FUZZ_TIME)
 
 ## Benchmarks print figures and ratios; none is a test. The dev-set ones skip without ../shared.
 bench: install-dev

@@ -112,6 +112,8 @@ def complete_spec(spec: dict[str, t.Any]) -> dict[str, t.Any]:
                 extra.update(BODY_ERRORS)
                 operation["requestBody"]["required"] = _body_required(
                     operation["requestBody"], schemas)
+                if "multipart/form-data" in operation["requestBody"]["content"]:
+                    operation["requestBody"]["required"] = True  # the files are the request
             if path in PUBLIC_PATHS:
                 operation["security"] = []
                 extra.pop("401")
