@@ -1,8 +1,9 @@
 """Face Gallery API: the application factory.
 
 ``create_app()`` reads and validates the configuration, registers one blueprint per resource,
-the ``flask gallery`` commands and the error handlers that give every failure the documented
-JSON envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
+the ``flask gallery`` commands, the access rules (``routes/access.py``: API keys, rate limits,
+security headers) and the error handlers that give every failure the documented JSON
+envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
 serves, ``python app.py`` builds one, repairs the store, starts a jobs worker process and
 serves it. The database and the face engine are opened lazily, once per process, so gunicorn
 can fork workers safely (pymongo clients must not cross a fork).
@@ -33,6 +34,7 @@ from errors import ConfigError
 from errors import DatabaseConnectionError
 from errors import FileSizeError
 from errors import GalleryError
+from routes import access
 from routes import common
 from routes import contract
 from services import repair
@@ -84,7 +86,8 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     # extensions
     app.extensions["face_gallery"] = Gallery(settings, store=store)
     CORS(app, origins=settings["CORS_ORIGINS"], methods=settings["CORS_METHODS"],
-         allow_headers=settings["CORS_ALLOW_HEADERS"], expose_headers=["X-Request-ID"])
+         allow_headers=settings["CORS_ALLOW_HEADERS"],
+         expose_headers=["X-Request-ID", "Retry-After"])
 
     # blueprints
     from routes import albums
@@ -110,6 +113,9 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.cli.add_command(cli.gallery)
 
     _register_request_hooks(app)
+    access.init_app(app)
+    # After the key and rate checks: a caller without a key learns nothing about bodies.
+    app.before_request(common.check_body_type)
     _register_error_handlers(app)
     return app
 
@@ -124,8 +130,6 @@ def _register_request_hooks(app: Flask) -> None:
         else:
             g.request_id = "req_" + uuid.uuid4().hex
         g.started = time.perf_counter()
-
-    app.before_request(common.check_body_type)
 
     @app.after_request
     def add_request_id(response: t.Any) -> t.Any:
@@ -228,7 +232,7 @@ if __name__ == "__main__":
     jobs_worker = start_jobs_worker(served)
     try:
         served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,
-                   threaded=True)
+                   threaded=True, request_handler=access.RequestHandler)
     finally:
         if jobs_worker is not None:
             jobs_worker.stop()

@@ -12,10 +12,17 @@ import os
 import typing as t
 from collections.abc import Callable
 from collections.abc import Mapping
+from pathlib import Path
+
+import limits
 
 from errors import ConfigError
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me"
+#: Shorter keys are refused: a key is the only thing between the internet and the gallery.
+MIN_API_KEY_LENGTH = 16
+#: Settings whose values never appear in an error message (they end up in logs).
+SECRET_SETTINGS = frozenset({"SECRET_KEY", "API_KEYS"})
 
 
 def _bool(raw: str) -> bool:
@@ -78,6 +85,41 @@ def _redis_url(raw: str) -> str:
     return value
 
 
+def _api_key(key: str) -> str:
+    # Visible ASCII only: a key travels in a header. No commas: API_KEYS is split on them, and
+    # a key must read the same in the file and in the variable.
+    if (len(key) < MIN_API_KEY_LENGTH or "," in key
+            or not all(33 <= ord(ch) <= 126 for ch in key)):
+        raise ValueError(f"every key must be at least {MIN_API_KEY_LENGTH} visible ASCII "
+                         "characters, without spaces or commas")
+    return key
+
+
+def _api_keys(raw: str) -> list[str]:
+    return [_api_key(key) for key in _csv(raw)]
+
+
+def _rate_limit(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError("expected a limit such as '600 per minute' (several separated by "
+                             "';'), or nothing") from None
+    return value
+
+
+_RATELIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+unix://")
+
+
+def _ratelimit_storage(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(_RATELIMIT_STORAGES):
+        raise ValueError(f"expected a {', '.join(_RATELIMIT_STORAGES)} URL, or nothing")
+    return value
+
+
 _EXTENSIONS = {"png", "jpg", "jpeg", "gif", "webp"}
 
 
@@ -119,7 +161,20 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "THUMBNAIL_SIZE": (_int_range(16, 2000), "200"),
     "CORS_ORIGINS": (_csv, "http://localhost:5173,http://localhost:3000"),
     "CORS_METHODS": (_csv, "GET,POST,PUT,DELETE,OPTIONS"),
-    "CORS_ALLOW_HEADERS": (_csv, "Content-Type,Authorization,X-Request-ID"),
+    "CORS_ALLOW_HEADERS": (_csv, "Content-Type,Authorization,X-Request-ID,X-API-Key"),
+    # Access (routes/access.py). Keys from both are accepted; none means no key is asked for,
+    # which production refuses unless ALLOW_ANONYMOUS is true.
+    "API_KEYS": (_api_keys, ""),
+    "API_KEYS_FILE": (_text, ""),
+    "ALLOW_ANONYMOUS": (_bool, "false"),
+    # Production only: DELETE /reset is refused (403) unless this is true.
+    "ALLOW_RESET": (_bool, "false"),
+    # Per client address and route; heavy: uploads, search by photo, re-clustering.
+    "RATELIMIT_ENABLED": (_bool, "true"),
+    "RATELIMIT_DEFAULT": (_rate_limit, "600 per minute"),
+    "RATELIMIT_HEAVY": (_rate_limit, "30 per minute"),
+    # Empty: counted in each process's memory; redis://...: shared by every process.
+    "RATELIMIT_STORAGE_URI": (_ratelimit_storage, ""),
     "LOG_LEVEL": (lambda raw: _choice("debug", "info", "warning", "error", "critical")(raw).upper(),
                   "INFO"),
     # Background jobs: the queue is Redis when set, else a SQLite file in DATA_DIR.
@@ -146,6 +201,8 @@ class ProductionConfig(Config):
     ENV_NAME = "production"
     DEBUG = False
     SESSION_COOKIE_SECURE = True
+    # The development front-ends' origins mean nothing here: trust only the origins named.
+    CORS_ORIGINS = ""
 
 
 class TestingConfig(Config):
@@ -205,7 +262,8 @@ def load_config(
         try:
             settings[name] = parse(raw)
         except ValueError as err:
-            raise ConfigError(f"{name}: {err} (got {raw!r})") from None
+            shown = "" if name in SECRET_SETTINGS else f" (got {raw!r})"
+            raise ConfigError(f"{name}: {err}{shown}") from None
     for name, value in overrides.items():
         if name not in SETTINGS:
             settings[name] = value
@@ -216,4 +274,35 @@ def load_config(
         raise ConfigError("SECRET_KEY: production refuses the default key; set a random one")
     if not settings["SECRET_KEY"]:
         raise ConfigError("SECRET_KEY: must not be empty")
+
+    keys = list(settings["API_KEYS"])
+    if settings["API_KEYS_FILE"]:
+        keys += read_api_keys(settings["API_KEYS_FILE"])
+    settings["API_KEYS"] = list(dict.fromkeys(keys))
+    if env_name == "production" and not keys and not settings["ALLOW_ANONYMOUS"]:
+        raise ConfigError("API_KEYS: production refuses to serve without API keys; set API_KEYS "
+                          "or API_KEYS_FILE (or ALLOW_ANONYMOUS=true to serve without)")
     return settings
+
+
+def read_api_keys(path: str) -> list[str]:
+    """The keys in the file ``path``, one a line; blank lines and ``#`` lines are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"API_KEYS_FILE: cannot read {path} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"API_KEYS_FILE: {path} is not UTF-8 text") from None
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            keys.append(_api_key(line))
+        except ValueError as err:
+            # The line number, never the line: it may be a real key with a typo.
+            raise ConfigError(f"API_KEYS_FILE: line {number} of {path}: {err}") from None
+    if not keys:
+        raise ConfigError(f"API_KEYS_FILE: no key in {path}")
+    return keys

@@ -7,9 +7,12 @@ with ``code`` as the HTTP status and the class name as ``error_type``::
     ├── ValidationError              400  a malformed request or value
     │   ├── FileValidationError      400  an upload that is not a usable image
     │   └── FileSizeError            413  an upload over MAX_CONTENT_LENGTH
+    ├── AuthenticationError          401  no API key, or one that is not configured
+    ├── ForbiddenError               403  an action this deployment does not allow
     ├── DocumentNotFoundError        404  an id that names nothing
     ├── ConflictError                409  the request clashes with the current state
     ├── FaceDetectionError           422  a photo with no face where one is needed
+    ├── RateLimitError               429  too many requests from one client
     ├── FaceRecognitionError         500  dlib failed on a valid image
     ├── ClusteringError              500  re-clustering failed
     └── DatabaseConnectionError      503  the database cannot be reached
@@ -20,6 +23,7 @@ from __future__ import annotations
 import typing as t
 
 __all__ = [
+    "AuthenticationError",
     "ClusteringError",
     "ConfigError",
     "ConflictError",
@@ -29,7 +33,9 @@ __all__ = [
     "FaceRecognitionError",
     "FileSizeError",
     "FileValidationError",
+    "ForbiddenError",
     "GalleryError",
+    "RateLimitError",
     "ValidationError",
 ]
 
@@ -66,6 +72,14 @@ class FileSizeError(ValidationError):
     code = 413
 
 
+class AuthenticationError(GalleryError):
+    code = 401
+
+
+class ForbiddenError(GalleryError):
+    code = 403
+
+
 class DocumentNotFoundError(GalleryError):
     code = 404
 
@@ -81,6 +95,10 @@ class ConflictError(GalleryError):
 
 class FaceDetectionError(GalleryError):
     code = 422
+
+
+class RateLimitError(GalleryError):
+    code = 429
 
 
 class FaceRecognitionError(GalleryError):

@@ -80,6 +80,7 @@ def get_stats():
 @bp.delete("/reset")
 @bp.input(schemas.ResetQuery, location="query", arg_name="query")
 @bp.output(envelope(schemas.ResetDone))
+@bp.doc(responses={403: "production without ALLOW_RESET=true"})
 def reset_gallery(query: dict[str, t.Any]):
     """Delete everything; needs `?confirm=true` (the schema refuses anything else)."""
     return ok(catalog.reset(gallery().store), "Database reset successfully")

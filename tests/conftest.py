@@ -32,8 +32,10 @@ BACKENDS = [
 ]
 
 # One ingest worker: batches are analysed in the test's own process (tests of the pool set
-# their own count), so no test pays for starting worker processes.
-BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING", "INGEST_WORKERS": 1}
+# their own count), so no test pays for starting worker processes. No rate limits: a test
+# makes requests as fast as it likes (tests/test_access.py turns them on).
+BASE_CONFIG = {"FLASK_ENV": "testing", "LOG_LEVEL": "WARNING", "INGEST_WORKERS": 1,
+               "RATELIMIT_ENABLED": False}
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:

@@ -56,6 +56,16 @@ def test_only_the_task_queue_touches_huey():
         assert "huey" not in imported_modules(ROOT / name), name
 
 
+def test_only_access_touches_the_rate_limiter():
+    """Limits are applied by endpoint name in routes/access.py: no blueprint decorates."""
+    for folder in ("services", "routes"):
+        for path in python_files(folder):
+            if path.name != "access.py":
+                assert "flask_limiter" not in imported_modules(path), f"{folder}/{path.name}"
+    for name in ("app.py", "cli.py", "config.py", "wsgi.py"):
+        assert "flask_limiter" not in imported_modules(ROOT / name), name
+
+
 def test_routes_do_not_run_dlib_or_numpy():
     for path in python_files("routes"):
         assert not imported_modules(path) & {"dlib", "face_recognition", "numpy", "PIL"}, path

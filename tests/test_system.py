@@ -231,7 +231,8 @@ def test_bad_config_names_the_variable(name, value):
 def test_production_refuses_default_secret_key():
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         create_app(environ={"FLASK_ENV": "production"})
-    app = create_app(environ={"FLASK_ENV": "production", "SECRET_KEY": "s3cr3t-value"})
+    app = create_app(environ={"FLASK_ENV": "production", "SECRET_KEY": "s3cr3t-value",
+                              "API_KEYS": "a-key-of-16-chars-or-more"})
     assert app.config["DEBUG"] is False
 
 
