@@ -37,8 +37,11 @@ from errors import GalleryError
 from routes import access
 from routes import common
 from routes import contract
+from routes import jsonbody
+from services import imaging
 from services import repair
 from services.context import Gallery
+from services.context import check_settings
 from services.storage import Store
 from services.supervisor import WorkerProcess
 
@@ -80,8 +83,12 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.config.update(settings)
     app.config["APP_VERSION"] = __version__
     app.url_map.converters["id"] = common.IdConverter
+    # Our provider answers JSON nested too deeply for Python's decoder as a 400, not a 500.
+    app.json = jsonbody.JSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(settings["LOG_LEVEL"])
+    # Pillow's limit is process-wide: the app's (IMAGE_MAX_PIXELS), for every decode here.
+    imaging.limit_pixels(settings["IMAGE_MAX_PIXELS"])
 
     # extensions
     app.extensions["face_gallery"] = Gallery(settings, store=store)
@@ -130,6 +137,9 @@ def _register_request_hooks(app: Flask) -> None:
         else:
             g.request_id = "req_" + uuid.uuid4().hex
         g.started = time.perf_counter()
+
+    # After the request id, so the 400 it may raise carries it.
+    app.before_request(jsonbody.refuse_deep_json)
 
     @app.after_request
     def add_request_id(response: t.Any) -> t.Any:
@@ -207,11 +217,15 @@ def repair_at_start(app: Flask) -> dict[str, t.Any] | None:
 
 
 def build_app() -> Flask:
-    """The app from the environment; a configuration error ends the process with one line."""
+    """The app from the environment, its settings checked as far as they can be without
+    connecting (:func:`services.context.check_settings`). A configuration error ends the
+    process with one line and status 3 (:func:`config.exit_for`), which also stops a gunicorn
+    master whose worker this is."""
     try:
+        check_settings(config_module.load_config())
         return create_app()
     except ConfigError as err:
-        sys.exit(f"configuration error: {err}")
+        config_module.exit_for(err)
 
 
 def start_jobs_worker(app: Flask) -> WorkerProcess | None:

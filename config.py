@@ -2,14 +2,17 @@
 
 Every variable is read from the process environment, then from a ``.env`` file in the working
 directory (the environment wins), converted to its type and validated once at start-up. A bad
-value raises :class:`errors.ConfigError` naming the variable; ``app.py`` turns that into one
-line on stderr and a non-zero exit.
+value raises :class:`errors.ConfigError` naming the variable; :func:`exit_for` turns that into
+one line on stderr and exit status 3.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 import typing as t
+import urllib.parse
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,8 +83,18 @@ def _text(raw: str) -> str:
 
 def _redis_url(raw: str) -> str:
     value = raw.strip()
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+    if not value:
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis://, rediss:// or unix:// URL, or nothing")
+    # The form is checked now; the server is reached on the first job (a bad port or database
+    # number would otherwise surface only then, as a failed job).
+    parts = urllib.parse.urlsplit(value)
+    parts.port  # noqa: B018 -- reading it raises ValueError for a port that is no port
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise ValueError("the database after the host must be a number, as in "
+                         "redis://host:6379/0")
     return value
 
 
@@ -157,7 +170,10 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "IMAGE_MAX_DIMENSION": (_int_range(64, 20000), "1920"),
     "IMAGE_QUALITY": (_int_range(1, 100), "85"),
     "IMAGE_COMPRESSION": (_bool, "true"),
-    "IMAGE_MAX_PIXELS": (_int_range(1, 10**9), "89478485"),
+    # Pixels of one photo, and of all the photos a process decodes at once (services/budget.py):
+    # 48 MP (8000x6000, the largest common phone sensor) x ~11 bytes a pixel at the analysis'
+    # peak is ~500 MiB a process (docs/ingest.md, "Memory").
+    "IMAGE_MAX_PIXELS": (_int_range(1, 10**9), "48000000"),
     "THUMBNAIL_SIZE": (_int_range(16, 2000), "200"),
     "CORS_ORIGINS": (_csv, "http://localhost:5173,http://localhost:3000"),
     "CORS_METHODS": (_csv, "GET,POST,PUT,DELETE,OPTIONS"),
@@ -212,6 +228,23 @@ class TestingConfig(Config):
     DATABASE_NAME = "face_gallery_test"
 
 
+def _without_password(raw: str) -> str:
+    # The value goes to stderr and logs: a URL's password must not.
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", raw)
+
+
+#: Exit status of a process stopped by a configuration error. 3 is gunicorn's "worker failed to
+#: boot": a gunicorn worker that cannot build the app then stops the master, where any other
+#: status has the master start the worker again, for ever.
+CONFIG_ERROR_EXIT = 3
+
+
+def exit_for(error: ConfigError) -> t.NoReturn:
+    """End the process with the error on one line of stderr and :data:`CONFIG_ERROR_EXIT`."""
+    print(f"configuration error: {error}", file=sys.stderr, flush=True)
+    sys.exit(CONFIG_ERROR_EXIT)
+
+
 CONFIG_CLASSES: dict[str, type[Config]] = {
     "development": DevelopmentConfig,
     "production": ProductionConfig,
@@ -262,7 +295,7 @@ def load_config(
         try:
             settings[name] = parse(raw)
         except ValueError as err:
-            shown = "" if name in SECRET_SETTINGS else f" (got {raw!r})"
+            shown = "" if name in SECRET_SETTINGS else f" (got {_without_password(raw)!r})"
             raise ConfigError(f"{name}: {err}{shown}") from None
     for name, value in overrides.items():
         if name not in SETTINGS:

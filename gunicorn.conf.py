@@ -7,7 +7,6 @@ default is one worker per core; WEB_CONCURRENCY overrides it.
 
 import multiprocessing
 import os
-import sys
 import typing as t
 
 # One BLAS thread per worker: the workers already use every core, and a 2-thread OpenBLAS
@@ -35,15 +34,18 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-i
 
 
 def on_starting(server: object) -> None:
-    """Check the configuration once, in the master: a bad value stops gunicorn with one line
-    instead of every worker failing to boot and being restarted for ever."""
+    """Check the configuration once, in the master, as every worker checks it again: a bad
+    value stops gunicorn with one line (and status 3) before any worker starts. A worker that
+    still cannot build the app (say, .env edited since) exits with 3, gunicorn's "worker
+    failed to boot", and the master stops rather than starting it again for ever."""
     import config
     from errors import ConfigError
+    from services.context import check_settings
 
     try:
-        config.load_config()
+        check_settings(config.load_config())
     except ConfigError as err:
-        sys.exit(f"configuration error: {err}")
+        config.exit_for(err)
 
 
 def post_worker_init(worker: t.Any) -> None:

@@ -26,6 +26,8 @@ from marshmallow import RAISE
 from marshmallow import ValidationError as SchemaError
 from marshmallow import validates_schema
 
+from services import text
+
 MAX_LIMIT = 500
 #: The change schemas, documented with ``minProperties: 1`` (routes.contract).
 UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate")
@@ -35,17 +37,23 @@ RESET_WARNING = ("Reset deletes every image, face, person, album and section: co
 NAME_DESCRIPTION = "1-200 characters after trimming; no control characters"
 #: Ids are 24 hex digits (storage.new_id; either case); anything else is a 400.
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
-#: Some visible character, and no control character (they corrupt logs and terminals).
-NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: No character services.text refuses (controls, invisible format characters, separators),
+#: and for a name some visible character. The patterns hold for the Basic Multilingual Plane;
+#: the service checks the rest.
+_REFUSED = text.refused_class()[1:-1]
+NAME_PATTERN = rf"^[^{_REFUSED}]*[^\s{_REFUSED}][^{_REFUSED}]*$"
+LINE_PATTERN = rf"^[^{_REFUSED}]*$"
+TEXT_PATTERN = rf"^[^{text.refused_class(multiline=True)[1:-1]}]*$"
 
 
 # -- fields ---------------------------------------------------------------------------------
 
-def _text(max_length: int, **kwargs: t.Any) -> fields.String:
-    """Free text: at most ``max_length`` characters, none of them a control character."""
+def _text(max_length: int, *, multiline: bool = False, **kwargs: t.Any) -> fields.String:
+    """Free text: at most ``max_length`` characters, none of them a control character (a
+    multi-line text may hold line feeds and tabs)."""
+    pattern = TEXT_PATTERN if multiline else LINE_PATTERN
     return fields.String(validate=[validators.Length(max=max_length), validators.Regexp(
-        TEXT_PATTERN, error="Must not contain control characters.")], **kwargs)
+        pattern, error="Must not contain control characters.")], **kwargs)
 
 
 def _name(max_length: int, **kwargs: t.Any) -> fields.String:
@@ -229,12 +237,12 @@ class MoveToNewBody(_Body):
 
 class AlbumCreate(_Body):
     name = _name(200, required=True)
-    description = _text(2000, allow_none=True)
+    description = _text(2000, multiline=True, allow_none=True)
 
 
 class AlbumUpdate(Update):
     name = _name(200)
-    description = _text(2000, allow_none=True)
+    description = _text(2000, multiline=True, allow_none=True)
 
 
 class SectionListQuery(_Query):

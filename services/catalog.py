@@ -6,6 +6,7 @@ import typing as t
 
 from errors import ValidationError
 from services import storage
+from services import text
 from services.storage import Store
 
 MAX_NAME = 200
@@ -15,7 +16,7 @@ Doc = dict[str, t.Any]
 
 
 def clean_name(name: t.Any, *, max_length: int = MAX_NAME, field: str = "name") -> str:
-    """Trim a display name and check its length (1..max_length characters)."""
+    """Trim a display name and check it: 1..max_length characters, no control characters."""
     if not isinstance(name, str):
         raise ValidationError(f"'{field}' is required and must be a string",
                               details={"field": field})
@@ -23,10 +24,12 @@ def clean_name(name: t.Any, *, max_length: int = MAX_NAME, field: str = "name") 
     if not 0 < len(name) <= max_length:
         raise ValidationError(f"'{field}' must be 1-{max_length} characters after trimming",
                               details={"field": field, "length": len(name)})
-    return name
+    return text.check_text(name, field)
 
 
 def clean_description(description: t.Any) -> str:
+    """Trim a description and check it: at most MAX_DESCRIPTION characters, several lines
+    allowed, no other control characters."""
     if description is None:
         return ""
     if not isinstance(description, str):
@@ -35,7 +38,7 @@ def clean_description(description: t.Any) -> str:
     if len(description) > MAX_DESCRIPTION:
         raise ValidationError(f"'description' must be at most {MAX_DESCRIPTION} characters",
                               details={"field": "description", "length": len(description)})
-    return description
+    return text.check_text(description, "description", multiline=True)
 
 
 def ref(value: str) -> str | None:

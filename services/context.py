@@ -14,6 +14,8 @@ import threading
 import typing as t
 from collections.abc import Mapping
 
+from errors import ConfigError
+from services import storage
 from services.storage import Store
 from services.storage import open_store
 
@@ -25,6 +27,27 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 
 log = logging.getLogger(__name__)
+
+
+def check_settings(settings: Mapping[str, t.Any]) -> None:
+    """Find at start-up what opening the handles would find only on first use: a malformed
+    ``MONGODB_URI``, or a ``DATA_DIR`` that cannot be created or written (the embedded store
+    and the SQLite job queue live there). Connects to nothing.
+
+    :raise ConfigError: naming the variable.
+    """
+    storage.check_uri(settings["MONGODB_URI"])
+    if settings["MONGODB_URI"] and settings["REDIS_URL"]:
+        return  # nothing lives in DATA_DIR
+    data_dir = settings["DATA_DIR"]
+    if not data_dir:
+        raise ConfigError("DATA_DIR: must not be empty")
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"DATA_DIR: cannot create {data_dir!r}: {err.strerror}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"DATA_DIR: {data_dir!r} is not writable by this user")
 
 
 class Gallery:

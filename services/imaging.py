@@ -12,6 +12,7 @@ import hashlib
 import io
 import typing as t
 import urllib.parse
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import numpy.typing as npt
 from PIL import Image
 
 import errors
+from services import budget
 from services.exif import PILLOW_ERRORS
 from services.exif import read_exif
 
@@ -32,9 +34,11 @@ __all__ = [
     "decode_upload",
     "encode_for_storage",
     "encode_jpeg",
+    "limit_pixels",
     "make_thumbnail",
     "parse_data_uri",
     "pillow_formats",
+    "probe",
     "resize_to_fit",
     "working_copy",
 ]
@@ -44,6 +48,9 @@ RGB = npt.NDArray[np.uint8]
 
 #: The formats a browser shows; thumbnails are made only from these.
 WEB_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+
+#: Bytes of pixels :func:`_to_array` copies at a time.
+_BAND_BYTES = 4 * 2**20
 
 # What Pillow's plugins raise on malformed input (an unknown format is an OSError subclass).
 # Corrupt metadata is only a UserWarning, which arrives here as an exception where warnings
@@ -64,7 +71,8 @@ _UPRIGHT = {
 class DecodedImage:
     """An upload decoded to upright RGB, with what we learnt from its bytes."""
 
-    #: HxWx3 uint8; EXIF orientation applied, first frame only, alpha flattened onto white.
+    #: HxWx3 uint8, read-only; EXIF orientation applied, first frame only, alpha flattened
+    #: onto white.
     rgb: RGB
     #: Pillow's format name: "JPEG", "PNG", "GIF" or "WEBP".
     format: str
@@ -128,21 +136,56 @@ def decode_upload(data: bytes, *, allowed_formats: Collection[str],
         max_pixels = Image.MAX_IMAGE_PIXELS
     img = _open(data, pillow_formats(allowed), max_pixels, allowed=allowed)
     exif = read_exif(img)
+    # A multi-picture JPEG (MPO, some cameras) is still a JPEG file to the user.
+    fmt = "JPEG" if img.format == "MPO" else str(img.format)
     rgb_img, has_alpha = _to_rgb(img)
+    # Each copy is dropped as soon as the next exists: a big photo is held twice at most.
+    del img
     orientation = exif.get("orientation")
     if orientation in _UPRIGHT:
         rgb_img = rgb_img.transpose(_UPRIGHT[orientation])
-    # A multi-picture JPEG (MPO, some cameras) is still a JPEG file to the user.
-    fmt = "JPEG" if img.format == "MPO" else str(img.format)
-    rgb = np.array(rgb_img, dtype=np.uint8)
+    rgb = _to_array(rgb_img)
+    del rgb_img
     return DecodedImage(rgb=rgb, format=fmt, mime_type=Image.MIME.get(fmt, "image/" + fmt.lower()),
                         width=rgb.shape[1], height=rgb.shape[0],
                         sha256=hashlib.sha256(data).hexdigest(), exif=exif, has_alpha=has_alpha)
 
 
+def probe(data: bytes, *, allowed_formats: Collection[str],
+          max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) from the header alone: nothing is decoded.
+
+    :raise FileValidationError: as :func:`decode_upload` does for a file that is empty, not an
+        image in an allowed format, or over ``max_pixels`` (default: Pillow's limit).
+    """
+    allowed = sorted({ext.lower().lstrip(".") for ext in allowed_formats})
+    if not data:
+        raise errors.FileValidationError("The uploaded file is empty",
+                                         details={"allowed_formats": allowed})
+    if max_pixels is None:
+        max_pixels = Image.MAX_IMAGE_PIXELS
+    img = _open(data, pillow_formats(allowed), max_pixels, allowed=allowed, load=False)
+    return img.size
+
+
+def limit_pixels(max_pixels: int) -> None:
+    """Make ``max_pixels`` Pillow's own limit too, in this process.
+
+    Pillow warns past ``Image.MAX_IMAGE_PIXELS`` (89 MP by default) and refuses twice that,
+    whatever IMAGE_MAX_PIXELS says. With one limit, any image over it is refused by the first
+    check that sees it, here or in Pillow (which then decodes nothing), and Pillow never refuses
+    an image IMAGE_MAX_PIXELS allows.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Pillow's warning is our refusal: raised, it ends as the same FileValidationError.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
 def _open(data: bytes, formats: Collection[str], max_pixels: int | None, *,
-          allowed: Collection[str], draft: int | None = None) -> Image.Image:
-    """Open and fully decode the first frame, turning every failure into FileValidationError."""
+          allowed: Collection[str], draft: int | None = None, load: bool = True
+          ) -> Image.Image:
+    """Open the first frame and decode it (with ``load``), turning every failure into
+    FileValidationError; the pixel limit is checked from the header, before any decoding."""
     names = ", ".join(allowed)
     reader = _StrictReader(data)
     try:
@@ -155,22 +198,41 @@ def _open(data: bytes, formats: Collection[str], max_pixels: int | None, *,
                 details={"width": width, "height": height, "max_pixels": max_pixels})
         if draft is not None:
             img.draft("RGB", (draft, draft))
-        img.load()
+        if load:
+            img.load()
     except Image.UnidentifiedImageError as err:
         raise errors.FileValidationError(
             f"The file is not an image in an allowed format ({names})",
             details={"allowed_formats": list(allowed)}) from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's check (in Image.open, from the header) spoke before ours.
+        limit = max_pixels or Image.MAX_IMAGE_PIXELS
         raise errors.FileValidationError(
-            "Image has too many pixels (possible decompression bomb)",
-            details={"reason": str(err)}) from err
+            f"Image is too large: more than {limit} pixels (possible decompression bomb)",
+            details={"max_pixels": limit, "reason": str(err)}) from err
     except PILLOW_ERRORS as err:
         raise errors.FileValidationError("The image file is corrupt or unreadable",
                                          details={"reason": str(err)}) from err
-    if reader.ran_out:
+    if load and reader.ran_out:
         raise errors.FileValidationError("The image file is truncated",
                                          details={"reason": "data ended before the image did"})
     return img
+
+
+def _to_array(img: Image.Image) -> RGB:
+    """An RGB image as an HxWx3 array, copied a band of rows at a time.
+
+    ``np.asarray(img)`` goes through ``img.tobytes()``, which holds the pixels twice more (its
+    chunks, then their join): 10 bytes a pixel at the peak with Pillow's own 4, where this
+    needs 7 (docs/ingest.md, "Memory").
+    """
+    width, height = img.size
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // (width * 3))
+    for top in range(0, height, rows):
+        band = img.crop((0, top, width, min(height, top + rows)))
+        rgb[top:top + band.height] = np.asarray(band)
+    return rgb
 
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, bool]:
@@ -185,7 +247,8 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, bool]:
         return Image.fromarray(np.dstack([grey, grey, grey])), False
     if "A" in mode or "a" in mode or "transparency" in img.info:
         try:
-            rgba = img.convert("RGBA")
+            # convert() copies even to the same mode: 4 bytes a pixel saved on big RGBA photos.
+            rgba = img if mode == "RGBA" else img.convert("RGBA")
         except ValueError as err:
             raise errors.FileValidationError(f"Unsupported colour mode {mode}") from err
         alpha = rgba.getchannel("A")
@@ -266,13 +329,19 @@ def make_thumbnail(data: bytes, size: int, *, quality: int = 85) -> bytes:
         raise ValueError("size must be positive")
     names = sorted(ext.lower() for ext in WEB_FORMATS)
     # draft() lets the JPEG decoder scale by 1/2..1/8 while decoding: big photos stay cheap.
-    img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size)
-    orientation = read_exif(img).get("orientation")
-    flat, _ = _to_rgb(img)
-    if orientation in _UPRIGHT:
-        flat = flat.transpose(_UPRIGHT[orientation])
-    flat.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return _encode(flat, "JPEG", quality=quality)
+    img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size,
+                load=False)
+    # Stored images are small unless IMAGE_COMPRESSION is off; then the pixels decoded (after
+    # draft) share the process's budget with uploads.
+    with budget.for_process(Image.MAX_IMAGE_PIXELS).hold(img.size[0] * img.size[1]):
+        img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size)
+        orientation = read_exif(img).get("orientation")
+        flat, _ = _to_rgb(img)
+        del img
+        if orientation in _UPRIGHT:
+            flat = flat.transpose(_UPRIGHT[orientation])
+        flat.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return _encode(flat, "JPEG", quality=quality)
 
 
 def crop_box(rgb: RGB, box: Box, padding: float) -> RGB:

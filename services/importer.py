@@ -104,11 +104,11 @@ def filing_by_name(store: Store, album_name: str | None, section_name: str | Non
     """
     album_id = section_id = ""
     if album_name:
-        name = catalog.clean_name(album_name)
+        name = catalog.clean_name(album_name, field="album")
         album = next((a for a in store.list_albums() if a["name"] == name), None)
         album_id = album["_id"] if album else catalog.create_album(store, name)["album_id"]
     if section_name:
-        name = catalog.clean_name(section_name)
+        name = catalog.clean_name(section_name, field="section")
         sections = store.list_sections(album_id) if album_id else store.list_sections()
         section = next((s for s in sections if s["name"] == name
                         and s.get("album_id", "") == album_id), None)

@@ -3,8 +3,9 @@
 :func:`analyse_photo` is pure work on bytes (no database, no shared state but the per-process
 dlib models), so a batch runs it in :class:`IngestPool`'s worker processes, one photo each,
 while the calling process writes the results in order (``services/upload.py``). At most
-``IN_FLIGHT_PER_WORKER`` photos per worker are read and decoded at once, so a batch of
-hundreds of large photos never sits in memory together.
+``IN_FLIGHT_PER_WORKER`` photos per worker are read at once, and each process decodes only
+what fits in its pixel budget (:mod:`services.budget`), so a batch of hundreds of large photos
+never sits in memory together (docs/ingest.md, "Memory").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from errors import GalleryError
+from services import budget
 from services import imaging
 from services.face_engine import FaceEngine
 
@@ -120,8 +122,18 @@ def analyse_photo(data: bytes, options: AnalysisOptions,
     so a small face in a large photo is encoded from all its pixels. Crops and the stored
     copy are fitted into ``image_max_dimension``.
 
+    Refused from its header when over ``max_pixels``; otherwise analysed once its pixels fit
+    in this process's budget (:mod:`services.budget`), which it holds until done.
+
     :raise FileValidationError: the bytes are not a supported image.
     """
+    width, height = imaging.probe(data, allowed_formats=options.allowed_formats,
+                                  max_pixels=options.max_pixels)
+    with budget.for_process(options.max_pixels).hold(width * height):
+        return _analyse(data, options, engine)
+
+
+def _analyse(data: bytes, options: AnalysisOptions, engine: FaceEngine | None) -> Analysis:
     decoded = imaging.decode_upload(data, allowed_formats=options.allowed_formats,
                                     max_pixels=options.max_pixels)
     work, scale = imaging.working_copy(data, decoded, options.image_max_dimension)
@@ -158,6 +170,8 @@ def _scaled(box: imaging.Box, scale: float, shape: tuple[int, ...]) -> imaging.B
 
 
 def _analyse_in_worker(data: bytes, options: AnalysisOptions) -> Analysis | GalleryError:
+    # The pool's processes are spawned: Pillow's limit starts at its default there.
+    imaging.limit_pixels(options.max_pixels)
     # A GalleryError is returned, not raised: it is the photo's answer, not the pool's failure.
     try:
         return analyse_photo(data, options)

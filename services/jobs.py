@@ -36,6 +36,7 @@ from services import processes
 from services import recognition
 from services import storage
 from services import upload
+from services.photos import clean_filename
 from services.photos import resolve_filing
 from services.storage import Store
 
@@ -79,7 +80,7 @@ def submit_upload(gallery: Gallery, files: Iterable[tuple[str, Loader]], *,
     store = gallery.store
     album, section = resolve_filing(store, album_id, section_id)
     files = list(files)
-    job = _new_job("upload", total=len(files), files=[name for name, _ in files],
+    job = _new_job("upload", total=len(files), files=[clean_filename(name) for name, _ in files],
                    params={"album_id": album or None, "section_id": section or None})
     store.insert_job(job)
     try:

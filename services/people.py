@@ -50,9 +50,9 @@ def person_summary(person: Doc) -> Doc:
     }
 
 
-def clean_person_name(name: t.Any) -> str:
-    """A person's display name: trimmed, 1-100 characters."""
-    return catalog.clean_name(name, max_length=MAX_PERSON_NAME)
+def clean_person_name(name: t.Any, field: str = "name") -> str:
+    """A person's display name: trimmed, 1-100 characters, no control characters."""
+    return catalog.clean_name(name, max_length=MAX_PERSON_NAME, field=field)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -152,9 +152,9 @@ def move_face(store: Store, face_id: str, target_person_id: str) -> Doc:
 
 def move_face_to_new(store: Store, face_id: str, name: t.Any = None) -> Doc:
     """Move a face into a new person (named, or "Person N")."""
+    clean = clean_person_name(name, "new_person_name") if name is not None else None
     bookkeeping.refuse_during_recluster(store)
     face = store.get_face(face_id)
-    clean = clean_person_name(name) if name is not None else None
     person = bookkeeping.new_person_doc(store, name=clean)
     person["named_by_user"] = clean is not None
     store.insert_persons([person])

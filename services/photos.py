@@ -16,6 +16,7 @@ from services import catalog
 from services import imaging
 from services import people
 from services import storage
+from services import text
 from services.catalog import ref
 from services.storage import Store
 
@@ -45,8 +46,11 @@ def resolve_filing(store: Store, album_id: str | None, section_id: str | None
 
 
 def clean_filename(filename: str) -> str:
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return "".join(ch for ch in name if ch.isprintable())[:255] or "upload"
+    """The name to keep for a file: its last path part without control characters (cut out,
+    not refused: a browser sends whatever the user's file system allows), at most 255
+    characters, ``upload`` when nothing is left."""
+    name = text.strip_controls(filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name[:255] or "upload"
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -173,7 +177,8 @@ def update_image(store: Store, image_id: str, changes: Doc) -> Doc:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():
             raise ValidationError("'filename' must be a non-empty string",
                                   details={"field": "filename"})
-        fields["filename"] = clean_filename(changes["filename"])
+        # Typed by the user this time: refused, where an upload's name is cleaned.
+        fields["filename"] = clean_filename(text.check_text(changes["filename"], "filename"))
     store.set_image_fields(image["_id"], fields)
     return get_image(store, image["_id"])
 

@@ -20,6 +20,7 @@ from errors import ClusteringError
 from errors import ConflictError
 from errors import FaceDetectionError
 from services import bookkeeping
+from services import budget
 from services import clustering
 from services import imaging
 from services import people
@@ -62,11 +63,15 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
     """
     started = time.perf_counter()
     settings = gallery.settings
-    decoded = imaging.decode_upload(data, allowed_formats=settings["ALLOWED_EXTENSIONS"],
-                                    max_pixels=settings["IMAGE_MAX_PIXELS"])
-    # Detected on a copy of FACE_DETECTION_MAX_DIMENSION, encoded at full size: boxes are in
-    # the query photo's (upright) pixels.
-    found = gallery.engine.analyse(decoded.rgb)
+    formats, max_pixels = settings["ALLOWED_EXTENSIONS"], settings["IMAGE_MAX_PIXELS"]
+    width, height = imaging.probe(data, allowed_formats=formats, max_pixels=max_pixels)
+    # The decoded photo is held under the process's pixel budget, as an upload's is.
+    with budget.for_process(max_pixels).hold(width * height):
+        decoded = imaging.decode_upload(data, allowed_formats=formats, max_pixels=max_pixels)
+        # Detected on a copy of FACE_DETECTION_MAX_DIMENSION, encoded at full size: boxes are
+        # in the query photo's (upright) pixels.
+        found = gallery.engine.analyse(decoded.rgb)
+        del decoded
     if not found:
         raise FaceDetectionError("No faces detected in the uploaded image")
     encoding_time = time.perf_counter() - started

@@ -40,6 +40,7 @@ import pymongo.errors
 from bson import ObjectId
 from pymongo import ReturnDocument
 
+from errors import ConfigError
 from errors import DatabaseConnectionError
 from errors import DocumentNotFoundError
 from errors import ValidationError
@@ -132,17 +133,34 @@ def open_database(uri: str, database_name: str, data_dir: str) -> tuple[t.Any, s
 
         return mongomock.MongoClient()[database_name], "mongomock"
     if uri:
-        pool = {"maxPoolSize": 20, "minPoolSize": 5, "maxIdleTimeMS": 30000,
-                "serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
-        # Options written in the URI win over these defaults.
-        options = {k: v for k, v in pool.items() if k.lower() not in uri.lower()}
-        client = pymongo.MongoClient(uri, connect=False, **options)
-        return client[database_name], "mongodb"
+        return _mongo_client(uri)[database_name], "mongodb"
     import tinymongo
 
     os.makedirs(data_dir, exist_ok=True)
     client = tinymongo.MongoClient(tinymongo_folder=data_dir, backend="sqlite")
     return client[database_name], "embedded"
+
+
+def check_uri(uri: str) -> None:
+    """Raise ConfigError naming MONGODB_URI unless pymongo accepts ``uri`` (empty and
+    ``mongomock://`` are always accepted). Nothing is connected or resolved."""
+    if not uri or uri.startswith("mongomock://"):
+        return
+    try:
+        _mongo_client(uri).close()
+    except (pymongo.errors.PyMongoError, ValueError, TypeError) as err:
+        # pymongo's reason, never the URI itself: it may hold a password.
+        raise ConfigError(f"MONGODB_URI: {err}") from None
+
+
+def _mongo_client(uri: str) -> pymongo.MongoClient[t.Any]:
+    # connect=False: parsed now (bad forms raise here), connected on first use, after any fork.
+    # A mongodb+srv:// name is resolved then too.
+    pool = {"maxPoolSize": 20, "minPoolSize": 5, "maxIdleTimeMS": 30000,
+            "serverSelectionTimeoutMS": 5000, "socketTimeoutMS": 20000}
+    # Options written in the URI win over these defaults.
+    options = {k: v for k, v in pool.items() if k.lower() not in uri.lower()}
+    return pymongo.MongoClient(uri, connect=False, **options)
 
 
 def open_store(uri: str, database_name: str, data_dir: str) -> Store:

@@ -146,6 +146,8 @@ def upload_batch(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
     """
     started = time.perf_counter()
     album, section = resolve_filing(gallery.store, album_id, section_id)  # fail before work
+    # Names as a browser sent them: cleaned now, so a failed file is named as a stored one is.
+    files = ((clean_filename(name), load) for name, load in files)
     results = list(ingest_files(gallery, files, album=album, section=section))
     summary = summarise(results)
     summary["processing_time"] = round(time.perf_counter() - started, 3)

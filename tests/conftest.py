@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app import create_app
 from services.storage import Store
@@ -64,6 +65,15 @@ def mongodb_store() -> Store:
     finally:
         # An unclosed MongoClient warns when collected, failing whichever test runs then.
         store.close()
+
+
+@pytest.fixture(autouse=True)
+def pillow_pixel_limit():
+    """create_app sets Pillow's process-wide pixel limit from IMAGE_MAX_PIXELS: no test's app
+    leaves its limit to the tests after it."""
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
 
 
 @pytest.fixture(params=BACKENDS)

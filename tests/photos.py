@@ -287,6 +287,18 @@ def pixel_bomb_png(side: int = 5000) -> bytes:
             + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
 
 
+@functools.cache
+def flat_png(width: int, height: int, colour: tuple[int, int, int] = (120, 130, 140)) -> bytes:
+    """A real ``width`` x ``height`` RGB PNG of one colour, written a row at a time: 9400 x 9400
+    is about 280 KB, and making it never holds its pixels (265 MB decoded)."""
+    raw = zlib.compressobj()
+    row = b"\x00" + bytes(colour) * width  # filter byte + the pixels
+    idat = b"".join(raw.compress(row) for _ in range(height)) + raw.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat)
+            + _chunk(b"IEND", b""))
+
+
 def png_declaring_size(width: int, height: int) -> bytes:
     """A 1x1 PNG whose header claims ``width`` x ``height``: only a header check stops it."""
     data = encode(Image.new("L", (1, 1)), "PNG")

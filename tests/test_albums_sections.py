@@ -141,3 +141,31 @@ def test_embedded_store_persists_across_restarts(tmp_path):
     second = create_app(config, environ={}).test_client()
     assert second.get(f"/albums/{album_id}").json["data"]["name"] == "Kept"
     make_store("embedded", tmp_path)  # leaves the folder empty again for tmp cleanup
+
+
+@one_backend
+@pytest.mark.parametrize("field", ["name", "description"])
+@pytest.mark.parametrize("bad", ["Bob\x00Smith", "a\rb", "\x1b[31mred", "x\u202ey", "a\u2029b"])
+def test_text_with_control_characters_is_400_naming_the_field(client, field, bad):
+    album = create(client, "/albums/", name="Trip", description="Kept")
+    section = create(client, "/sections/", name="Day 1", description="Kept")
+    body = {"name": "ok", field: bad}
+    for response in (client.post("/albums/", json=body),
+                     client.put(f"/albums/{album['_id']}", json={field: bad}),
+                     client.post("/sections/", json=body),
+                     client.put(f"/sections/{section['_id']}", json={field: bad})):
+        assert_error(response, 400, "ValidationError")
+        assert response.json["details"]["field"] == field
+    [kept_album] = client.get("/albums/").json["data"]["albums"]
+    [kept_section] = client.get("/sections/").json["data"]["sections"]
+    assert (kept_album["name"], kept_album["description"]) == ("Trip", "Kept")
+    assert (kept_section["name"], kept_section["description"]) == ("Day 1", "Kept")
+
+
+@one_backend
+def test_descriptions_may_span_lines_and_names_may_not(client):
+    album = create(client, "/albums/", name="Trip", description="Day 1\r\n\tbeach\nDay 2")
+    assert album["description"] == "Day 1\n\tbeach\nDay 2"
+    section = create(client, "/sections/", name="S", description="a\nb")
+    assert section["description"] == "a\nb"
+    assert_error(client.post("/albums/", json={"name": "Day 1\nDay 2"}), 400, "ValidationError")

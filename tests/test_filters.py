@@ -98,8 +98,8 @@ def test_person_and_date_filters(client):
     assert listed(client, f"{person}&date_from=2100-01-01") == ([], 0)
     assert listed(client, f"person_id={grace['faces'][0]['person_id']}&date_to=2019-12-31") \
         == ([g], 1)
-    assert_error(client.get(f"/images/?{person}&date_from=2021-01-02&date_to=2021-01-01"), 400,
-                 "ValidationError")
+    # An inverted range holds nothing: an empty page, not an error (a schema cannot say so).
+    assert listed(client, f"{person}&date_from=2021-01-02&date_to=2021-01-01") == ([], 0)
 
 
 def test_person_and_album_filters(client):

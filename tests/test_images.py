@@ -115,3 +115,19 @@ def test_delete_image_cleans_faces_and_persons(client):
     assert_error(client.delete(f"/images/{h['image_id']}"), 404, "DocumentNotFoundError")
     # The same bytes can be uploaded again once deleted.
     assert upload(client, photos.hopper_jpeg())["duplicate"] is False
+
+
+def test_file_names_typed_are_checked_and_sent_ones_cleaned(client):
+    """A file name in a JSON update is refused with a control character in it; the name a
+    browser sends with the file is stored without them (docs/api.md)."""
+    image = upload(client, photos.blank_jpeg(), "beach\x1b[31m\x00 day\u202e\t.jpg")
+    assert image["filename"] == "beach[31m day.jpg"
+    path = f"/images/{image['image_id']}"
+    assert client.get(path).json["data"]["filename"] == "beach[31m day.jpg"
+    for bad in ("x\x00.jpg", "x\r\n.jpg", "x\x1b.jpg", "gpj\u202e.exe", "x\u2028.jpg"):
+        response = client.put(path, json={"filename": bad})
+        assert_error(response, 400, "ValidationError")
+        assert response.json["details"]["field"] == "filename"
+    assert client.get(path).json["data"]["filename"] == "beach[31m day.jpg"
+    assert client.put(path, json={"filename": "Zoë 🌅.jpg"}).json["data"]["filename"] == (
+        "Zoë 🌅.jpg")

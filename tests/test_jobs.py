@@ -147,6 +147,16 @@ def test_async_upload_files_the_images(jobs_app, client):
     assert client.get(f"/images/{image_id}").json["data"]["album_id"] == album
 
 
+def test_async_upload_cleans_the_file_names_it_keeps(jobs_app, client, store):
+    """A job keeps its files' names until it runs: without their control characters."""
+    run_at_once(jobs_app)
+    job = submit(client, (photos.blank_jpeg(), "sky\x1b[0m.jpg"),
+                 (b"junk", "junk\x00\u202e.jpg")).json["data"]
+    assert store.find_job(job["job_id"])["files"] == ["sky[0m.jpg", "junk.jpg"]
+    results = job_of(client, job["job_id"])["results"]
+    assert [r["filename"] for r in results] == ["sky[0m.jpg", "junk.jpg"]
+
+
 def test_filing_is_checked_before_anything_is_stored(client, store):
     assert_error(submit(client, (photos.astronaut_jpeg(), "a.jpg"), expect=404,
                         album_id=MISSING), 404, "DocumentNotFoundError")

@@ -5,6 +5,8 @@ Real dlib on real photos, on every storage backend, with the invariants checked 
 
 from __future__ import annotations
 
+import pytest
+
 from tests import photos
 from tests.conftest import MISSING
 from tests.conftest import assert_error
@@ -79,3 +81,32 @@ def test_merge_that_would_put_one_photo_twice_in_a_person_is_409(client):
                           json={"source_person_ids": [right["person_id"]]})
     assert_error(response, 409, "ConflictError")
     assert group["image_id"] in response.json["error"]
+
+
+#: One name per kind of character the API refuses (tests/test_text.py has them all), each in
+#: the middle of the name: trimming would remove some of them at the ends.
+CONTROL_NAMES = ["Bob\x00Smith", "Bob\r\nAdmin: yes", "Bob\x1b[2JSmith", "Bob\u202ehtimS",
+                 "Bob\u2028Smith"]
+
+
+@pytest.mark.parametrize("store", ["mongomock"], indirect=True)
+@pytest.mark.parametrize("name", CONTROL_NAMES)
+def test_person_names_with_control_characters_are_400(client, name):
+    # Names are checked before the ids are looked up: no unknown id is ever reached.
+    renamed = client.put(f"/persons/{MISSING}/rename", json={"name": name})
+    assert_error(renamed, 400, "ValidationError")
+    assert renamed.json["details"]["field"] == "name"
+    moved = client.put(f"/faces/{MISSING}/move-to-new", json={"new_person_name": name})
+    assert_error(moved, 400, "ValidationError")
+    assert moved.json["details"]["field"] == "new_person_name"
+
+
+@pytest.mark.parametrize("store", ["mongomock"], indirect=True)
+def test_person_names_need_no_more_than_unicode_text(client):
+    lone_surrogate = client.put(f"/persons/{MISSING}/rename", data='{"name": "Bob\\ud800"}',
+                                content_type="application/json")
+    assert_error(lone_surrogate, 400, "ValidationError")
+    # Joiners belong to emoji and to Persian: accepted, so the unknown id answers.
+    for name in ("👨\u200d👩\u200d👧", "می\u200cخواهم"):
+        assert_error(client.put(f"/persons/{MISSING}/rename", json={"name": name}), 404,
+                     "DocumentNotFoundError")

@@ -222,6 +222,7 @@ def test_cors_headers_follow_config(client):
     ("DBSCAN_EPS", "-0.1"), ("MAX_CONTENT_LENGTH", "lots"), ("IMAGE_QUALITY", "0"),
     ("PORT", "99999"), ("LOG_LEVEL", "loud"), ("DEBUG", "maybe"), ("THUMBNAIL_SIZE", "big"),
     ("ALLOWED_EXTENSIONS", "png,exe"), ("FLASK_ENV", "staging"), ("DBSCAN_MIN_SAMPLES", "0"),
+    ("REDIS_URL", "redis://queue:99999"), ("REDIS_URL", "redis://queue/zero"),
 ])
 def test_bad_config_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -267,7 +268,7 @@ def test_bad_config_stops_the_process_with_one_line(tmp_path, command):
         env={"PATH": "/usr/bin:/bin", "FACE_DETECTION_MODEL": "foo", "DATA_DIR": str(tmp_path),
              "PORT": "59731"},
     )
-    assert result.returncode != 0
+    assert result.returncode == 3  # gunicorn's "worker failed to boot" (config.exit_for)
     # gunicorn logs its own start first; the master then stops, no worker ever boots.
     lines = [line for line in result.stderr.splitlines()
              if line.strip() and "Starting gunicorn" not in line]

@@ -215,3 +215,13 @@ def test_the_same_photo_uploaded_twice_at_once_is_stored_once(app, store):
     assert len({data["image_id"] for _, data in results}) == 1
     check_invariants(store)
     assert store.count("images") == 1 and store.count("faces") == 1
+
+
+def test_batch_file_names_are_cleaned_in_every_result(client):
+    response = client.post("/images/upload-multiple", data={"files": [
+        (io.BytesIO(photos.blank_jpeg()), "sky\x1b[0m.jpg"),
+        (io.BytesIO(b"not an image"), "bad\x00\u202e.jpg"),
+    ]}, content_type="multipart/form-data")
+    assert response.status_code == 207
+    assert [r["filename"] for r in response.json["data"]["results"]] == ["sky[0m.jpg",
+                                                                        "bad.jpg"]
