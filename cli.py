@@ -40,12 +40,17 @@ def _echo_json(data: t.Any) -> None:
 
 
 @gallery.command("repair")
-def repair_command() -> None:
-    """Finish or undo uploads and deletes a killed process left half done; take back jobs."""
+@click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
+def repair_command(dry_run: bool) -> None:
+    """Finish or undo uploads and deletes a killed process left half done; take back jobs.
+
+    Prints the report (ids of what was changed), then one line of counts."""
     handles = _handles()
-    report = repair.run(handles.store)
-    report["jobs"] = jobs.recover(handles)
+    report = repair.run(handles.store, dry_run=dry_run)
+    report["jobs"] = jobs.recover(handles, dry_run=dry_run)
     _echo_json(report)
+    changes = ", ".join(f"{key} {n}" for key, n in repair.counts(report).items())
+    click.echo(f"{'would change' if dry_run else 'changed'}: {changes}")
 
 
 @gallery.command("worker")

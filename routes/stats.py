@@ -80,7 +80,9 @@ def get_stats():
 @bp.delete("/reset")
 @bp.input(schemas.ResetQuery, location="query", arg_name="query")
 @bp.output(envelope(schemas.ResetDone))
-@bp.doc(responses={403: "production without ALLOW_RESET=true"})
+@bp.doc(responses={403: "production without ALLOW_RESET=true",
+                   409: "another reset is running, or uploads being written did not finish "
+                        "within 10 s (nothing was deleted)"})
 def reset_gallery(query: dict[str, t.Any]):
     """Delete everything; needs `?confirm=true` (the schema refuses anything else)."""
     return ok(catalog.reset(gallery().store), "Database reset successfully")

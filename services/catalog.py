@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import time
 import typing as t
 
+from errors import ConflictError
 from errors import ValidationError
+from services import processes
 from services import storage
 from services import text
 from services.storage import Store
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
+
+#: How long a reset waits for uploads being written to finish (their writes take well under a
+#: second) before it gives up with 409.
+RESET_WAIT_SECONDS = 10.0
+#: A reset mark older than this was left by a killed reset: uploads go on without it.
+RESET_TTL_SECONDS = 120.0
+#: An upload lease older than this was left by a killed upload: a reset does not wait for it.
+LEASE_TTL_SECONDS = 60.0
 
 Doc = dict[str, t.Any]
 
@@ -218,7 +229,37 @@ def statistics(store: Store) -> Doc:
 
 
 def reset(store: Store) -> Doc:
-    """Wipe every collection; the embedding indexes of all workers reload on next use."""
-    removed = store.reset()
-    store.new_epoch()
+    """Wipe every collection; the embedding indexes of all workers reload on next use.
+
+    Uploads and resets exclude each other through the database, so it holds across
+    processes: the reset marks itself, waits for uploads being written to finish, then wipes
+    and bumps the generation. Uploads meeting the mark, or analysed before the bump, are
+    refused (409) before they write; image numbers are never given twice.
+    :raise ConflictError: another reset is running, or uploads being written did not finish
+        within ``RESET_WAIT_SECONDS`` (nothing was deleted).
+    """
+    holder = f"{processes.claimant()}:{storage.new_id()}"
+    if not store.begin_reset(holder, RESET_TTL_SECONDS):
+        raise ConflictError("Another reset is running; retry in a moment")
+    try:
+        _wait_for_uploads(store)
+        removed = store.reset()
+        store.new_epoch()
+    finally:
+        store.end_reset(holder)
     return {"documents_deleted": removed, "collections_cleared": sorted(removed)}
+
+
+def _wait_for_uploads(store: Store) -> None:
+    deadline = time.monotonic() + RESET_WAIT_SECONDS
+    while True:
+        moment = storage.now()
+        writing = [lease for lease in store.upload_leases()
+                   if (moment - lease["taken_at"]).total_seconds() < LEASE_TTL_SECONDS
+                   and not processes.claimant_is_gone(lease["claimant"])]
+        if not writing:
+            return
+        if time.monotonic() > deadline:
+            raise ConflictError("Uploads are being written; nothing was deleted, retry the "
+                                "reset in a moment", details={"uploads_in_flight": len(writing)})
+        time.sleep(0.05)

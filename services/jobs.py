@@ -422,9 +422,10 @@ class _Heartbeat:
 
 # -- recovering --------------------------------------------------------------------------
 
-def recover(gallery: Gallery) -> Doc:
+def recover(gallery: Gallery, *, dry_run: bool = False) -> Doc:
     """Take back jobs whose runner died, queue jobs whose message was lost, and fail jobs
-    whose files never finished arriving; returns the job ids of each."""
+    whose files never finished arriving; returns the job ids of each. With ``dry_run``
+    the ids are those it would act on, and nothing is written or queued."""
     store = gallery.store
     moment = storage.now()
     report: dict[str, list[str]] = {"resumed": [], "failed": [], "requeued": [],
@@ -432,29 +433,35 @@ def recover(gallery: Gallery) -> Doc:
     for job in store.jobs_with_status("running"):
         if not _runner_is_gone(job, moment):
             continue
-        store.release_lock(_lock_name(job["_id"]), job["run_id"])
+        if not dry_run:
+            store.release_lock(_lock_name(job["_id"]), job["run_id"])
         job = store.find_job(job["_id"])  # with its file names
         if job is None:
             continue
         if job["attempts"] >= MAX_ATTEMPTS:
-            _close(store, job, "failed", error=f"its worker stopped during each of "
-                                               f"{job['attempts']} runs")
+            if not dry_run:
+                _close(store, job, "failed", error=f"its worker stopped during each of "
+                                                   f"{job['attempts']} runs")
             report["failed"].append(job["_id"])
             continue
-        store.update_job(job["_id"], {"status": "queued", "claimant": "", "run_id": "",
-                                      "queued_at": moment})
+        if not dry_run:
+            store.update_job(job["_id"], {"status": "queued", "claimant": "", "run_id": "",
+                                          "queued_at": moment})
+            _enqueue(gallery, job["_id"])
         report["resumed"].append(job["_id"])
-        _enqueue(gallery, job["_id"])
     waiting = gallery.queue.pending_job_ids()
     for job in store.jobs_with_status("queued"):
         age = (moment - job["queued_at"]).total_seconds()
         if job["_id"] not in waiting and age > REQUEUE_AFTER_SECONDS:
             report["requeued"].append(job["_id"])
-            _enqueue(gallery, job["_id"])
+            if not dry_run:
+                _enqueue(gallery, job["_id"])
     for job in store.jobs_with_status("receiving"):
         job = store.find_job(job["_id"])
         if job and (moment - job["created_at"]).total_seconds() > RECEIVING_STALE_SECONDS:
-            _close(store, job, "failed", error="the request storing its files was interrupted")
+            if not dry_run:
+                _close(store, job, "failed",
+                       error="the request storing its files was interrupted")
             report["abandoned"].append(job["_id"])
     return report
 

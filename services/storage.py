@@ -57,8 +57,14 @@ _ID_PATTERN = re.compile(r"[0-9a-f]{24}")
 COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
     "persons", "albums", "sections", "counters", "locks",
-    "jobs", "job_files", "job_results",
+    "jobs", "job_files", "job_results", "upload_leases",
 )
+#: Counters a reset keeps: image numbers never repeat, so two images never share one and
+#: paging by number stays exact across resets (the numbers before a reset are its floor).
+_KEPT_COUNTERS = ("images",)
+#: The ``gallery`` collection is never wiped: it holds the generation (bumped by each reset)
+#: and, while a reset runs, its mark. See :meth:`Store.begin_writing`.
+_GENERATION, _RESET = "generation", "reset"
 #: Fields never sent back by list queries: they are large or internal. Read-only: every
 #: query gets its own copy through :func:`_fields`.
 _FACE_LIGHT: Mapping[str, int] = MappingProxyType({"embedding": 0})
@@ -403,10 +409,11 @@ class Store:
 
         ``seq`` numbers images in upload order. Only deleted or failed uploads leave holes,
         and each hole is recorded in ``image_gaps`` (a small collection), so the seq at which
-        offset ``k`` starts can be computed without reading the images above it.
+        offset ``k`` starts can be computed without reading the images above it. Numbers
+        at or below :meth:`seq_floor` were given before the last reset and are not looked at.
         """
         images = self.db.images
-        top = self.counter("images")
+        top, floor = self.counter("images"), self.seq_floor()
         total = self.count_ready_images()
         if offset >= total or limit <= 0:
             return [], total
@@ -426,8 +433,8 @@ class Store:
         page: list[Doc] = []
         width = limit * 2 + 16
         high = start
-        while len(page) < limit and high > 0:
-            low = max(0, high - width)
+        while len(page) < limit and high > floor:
+            low = max(floor, high - width)
             window = images.find({"seq": {"$gt": low, "$lte": high}}).sort([("seq", -1)])
             page.extend(doc for doc in window if doc.get("status") == "ready")
             high = low
@@ -440,22 +447,28 @@ class Store:
         except DuplicateKeyError:
             pass
 
-    def fill_image_gaps(self, *, in_flight: int = 100) -> int:
+    def fill_image_gaps(self, *, in_flight: int = 100, dry_run: bool = False) -> int:
         """Record as gaps the seq numbers no image holds (an upload killed between reserving
         its number and writing the image); returns how many were found.
 
         Cheap when nothing is missing (two counts); the newest ``in_flight`` numbers are left
-        alone, as uploads may still be writing them.
+        alone, as uploads may still be writing them. Only numbers above :meth:`seq_floor`
+        count. ``dry_run`` counts them without recording anything.
         """
-        top = self.counter("images")
-        known = self.db.images.count_documents({}) + self.db.image_gaps.count_documents({})
-        if known >= top:
+        top, floor = self.counter("images"), self.seq_floor()
+        def above() -> Doc:  # a filter of each query's own (see the module docstring)
+            return {"seq": {"$gt": floor}}
+
+        known = (self.db.images.count_documents(above())
+                 + self.db.image_gaps.count_documents(above()))
+        if known >= top - floor:
             return 0
-        used = {d.get("seq") for d in self.db.images.find({}, {"seq": 1})}
-        used |= {d.get("seq") for d in self.db.image_gaps.find({}, {"seq": 1})}
-        missing = [n for n in range(1, top - in_flight + 1) if n not in used]
-        for number in missing:
-            self.record_image_gap(f"seq:{number}", number)
+        used = {d.get("seq") for d in self.db.images.find(above(), {"seq": 1})}
+        used |= {d.get("seq") for d in self.db.image_gaps.find(above(), {"seq": 1})}
+        missing = [n for n in range(floor + 1, top - in_flight + 1) if n not in used]
+        if not dry_run:
+            for number in missing:
+                self.record_image_gap(f"seq:{number}", number)
         return len(missing)
 
     def delete_image_docs(self, image: Doc) -> None:
@@ -645,16 +658,20 @@ class Store:
 
     def acquire_lock(self, name: str, holder: str, ttl_seconds: float) -> bool:
         """Take a named lock; a lock older than its ttl (a crashed holder) is taken over."""
+        return self._claim("locks", name, holder, ttl_seconds)
+
+    def _claim(self, collection: str, name: str, holder: str, ttl_seconds: float) -> bool:
+        # An insert on a unique _id: the one write every backend makes atomic.
         moment = now()
         try:
-            self._insert("locks", {"_id": name, "holder": holder, "taken_at": moment,
-                                   "ttl": ttl_seconds})
+            self._insert(collection, {"_id": name, "holder": holder, "taken_at": moment,
+                                      "ttl": ttl_seconds})
             return True
         except DuplicateKeyError:
-            doc = self.db.locks.find_one({"_id": name})
+            doc = self.db[collection].find_one({"_id": name})
             if doc and (moment - doc["taken_at"]).total_seconds() > doc.get("ttl", 0):
-                self.db.locks.delete_one({"_id": name, "holder": doc["holder"]})
-                return self.acquire_lock(name, holder, ttl_seconds)
+                self.db[collection].delete_one({"_id": name, "holder": doc["holder"]})
+                return self._claim(collection, name, holder, ttl_seconds)
             return False
 
     def release_lock(self, name: str, holder: str) -> None:
@@ -780,8 +797,66 @@ class Store:
         return doc["holder"]
 
     def reset(self) -> dict[str, int]:
-        """Delete every document of every gallery collection; returns counts removed."""
+        """Delete every document of every gallery collection; returns counts removed.
+
+        The image counter is kept and what it reached becomes the floor of image numbers, and
+        the generation goes up: uploads read before this are refused
+        (:meth:`begin_writing`). Only :func:`services.catalog.reset` calls this in the
+        service, under its reset mark; tests call it to start empty."""
+        floor = self.counter("images")
         removed = {}
         for name in COLLECTIONS:
-            removed[name] = self.db[name].delete_many({}).deleted_count
+            query = {"_id": {"$nin": list(_KEPT_COUNTERS)}} if name == "counters" else {}
+            removed[name] = self.db[name].delete_many(query).deleted_count
+        self.db.gallery.update_one({"_id": _GENERATION},
+                                   {"$inc": {"n": 1}, "$set": {"seq_floor": floor}},
+                                   upsert=True)
         return removed
+
+    # -- generation: uploads and resets exclude each other (services/catalog.py) ---------
+
+    def generation(self) -> int:
+        """How many resets the gallery has seen; an upload reads it before its analysis."""
+        doc = self.db.gallery.find_one({"_id": _GENERATION})
+        return int(doc["n"]) if doc else 0
+
+    def seq_floor(self) -> int:
+        """Image numbers at or below this were given before the last reset: none is in use."""
+        doc = self.db.gallery.find_one({"_id": _GENERATION})
+        return int(doc.get("seq_floor", 0)) if doc else 0
+
+    def begin_writing(self, image_id: str, generation: int, claimant: str) -> bool:
+        """Take a lease for one upload's writes; False, leaving nothing, when a reset runs or
+        has run since ``generation`` was read.
+
+        The lease is written before the reset mark and generation are read, and a reset
+        writes its mark before it reads the leases: whichever comes second sees the other,
+        so an upload is either refused here or waited for by the reset (Dekker's order, on
+        a database that answers reads with the writes it acknowledged)."""
+        self._insert("upload_leases", {"_id": image_id, "claimant": claimant,
+                                       "taken_at": now()})
+        if self._reset_holder() is None and self.generation() == generation:
+            return True
+        self.end_writing(image_id)
+        return False
+
+    def end_writing(self, image_id: str) -> None:
+        self.db.upload_leases.delete_one({"_id": image_id})
+
+    def upload_leases(self) -> list[Doc]:
+        """``{_id, claimant, taken_at}`` of every upload writing now (or killed while it was)."""
+        return list(self.db.upload_leases.find({}))
+
+    def begin_reset(self, holder: str, ttl_seconds: float) -> bool:
+        """Mark a reset as running; False when another one is (a mark older than its ttl was
+        left by a crash and is taken over)."""
+        return self._claim("gallery", _RESET, holder, ttl_seconds)
+
+    def end_reset(self, holder: str) -> None:
+        self.db.gallery.delete_one({"_id": _RESET, "holder": holder})
+
+    def _reset_holder(self) -> str | None:
+        doc = self.db.gallery.find_one({"_id": _RESET})
+        if doc is None or (now() - doc["taken_at"]).total_seconds() > doc.get("ttl", 0):
+            return None
+        return doc["holder"]

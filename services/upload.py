@@ -5,6 +5,10 @@ order that a crash or an error can only leave half done in ways that are cleaned
 error, by :func:`repair.run` after a crash): the image's blob, then its metadata marked
 ``pending``, then new persons, then face crops and faces, then the counters of existing
 persons, and only then ``ready``. Lists show ready images only.
+
+Uploads and ``DELETE /reset`` exclude each other: an upload reads the gallery's generation
+before its analysis and writes under a lease that a reset waits for; an upload that meets a
+reset, or comes after one, is refused with 409 before it writes anything.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
     """
     started = time.perf_counter()
     store = gallery.store
+    # Read before the analysis: a reset while it runs makes the analysis moot (its persons
+    # were chosen from a gallery that is gone), so the write is then refused.
+    generation = store.generation()
     album, section = resolve_filing(store, album_id, section_id)
     # Duplicates are found by the bytes' hash before any decoding.
     existing = _existing_image(store, hashlib.sha256(data).hexdigest())
@@ -68,16 +75,35 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
     options = ingest.AnalysisOptions.from_settings(gallery.settings)
     analysis = ingest.analyse_photo(data, options, gallery.engine)
     return store_analysis(gallery, analysis, filename, album=album, section=section,
-                          started=started)
+                          started=started, generation=generation)
 
 
 def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *, album: str,
-                   section: str, started: float) -> Doc:
+                   section: str, started: float, generation: int) -> Doc:
     """Write an analysed photo: give its faces persons, then store it in the crash-safe order.
 
-    ``album`` and ``section`` are resolved ids (``""`` for none).
+    ``album`` and ``section`` are resolved ids (``""`` for none); ``generation`` is the
+    gallery's (:meth:`Store.generation`) read before the analysis started.
+    :raise ConflictError: a reset runs, or ran since ``generation`` was read; nothing is
+        written.
     """
+    store = gallery.store
+    image_id = storage.new_id()
+    if not store.begin_writing(image_id, generation, processes.claimant()):
+        raise ConflictError("The gallery is being reset or was reset while this photo was "
+                            "analysed; nothing was stored: upload it again",
+                            details={"reason": "reset"})
+    try:
+        return _write_analysis(gallery, analysis, filename, image_id, album=album,
+                               section=section, started=started)
+    finally:
+        store.end_writing(image_id)
+
+
+def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, image_id: str,
+                    *, album: str, section: str, started: float) -> Doc:
     store, settings = gallery.store, gallery.settings
+    # Read under the lease: no reset can empty the gallery between this and the writes.
     index = gallery.sync_index()
     embeddings, _, person_ids, _ = index.snapshot()
     choices = clustering.assign_faces(
@@ -93,7 +119,6 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
             details={"stored_bytes": len(blob_uri)})
 
     sha256 = analysis.sha256
-    image_id = storage.new_id()
     existing = _claim_hash(store, sha256, image_id)
     if existing is not None:
         return _duplicate_result(store, existing, started)
@@ -167,6 +192,8 @@ def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
     come through here. ``pool`` replaces this process's pool (the import's ``--workers``).
     """
     store = gallery.store
+    # One generation for the whole batch: after a reset its remaining files are refused.
+    generation = store.generation()
 
     def known(data: bytes) -> Doc | None:
         existing = _existing_image(store, hashlib.sha256(data).hexdigest())
@@ -181,7 +208,8 @@ def ingest_files(gallery: Gallery, files: Iterable[tuple[str, ingest.Loader]], *
                 raise outcome
             if isinstance(outcome, ingest.Analysis):
                 outcome = store_analysis(gallery, outcome, filename, album=album,
-                                         section=section, started=time.perf_counter() - seconds)
+                                         section=section, started=time.perf_counter() - seconds,
+                                         generation=generation)
             yield {"filename": filename, "success": True, **outcome}
         except DatabaseConnectionError:
             raise

@@ -12,11 +12,16 @@ def check_invariants(store: Store) -> None:
 
     Every face's person and image exist; a person's stored counts equal the faces and distinct
     images that point at it; an image's face_count equals its faces; no person is empty; two
-    faces of one image never share a person.
+    faces of one image never share a person; no two images share a number; no upload's
+    write lease is left.
     """
     db = store.db
     persons = {p["_id"]: p for p in db.persons.find({})}
-    images = {i["_id"]: i for i in db.images.find({}, {"face_count": 1, "status": 1})}
+    images = {i["_id"]: i for i in db.images.find({}, {"face_count": 1, "status": 1,
+                                                         "seq": 1})}
+    seqs = [i.get("seq") for i in images.values()]
+    assert len(seqs) == len(set(seqs)), "two images share one seq number"
+    assert not list(db.upload_leases.find({})), "an upload lease was left behind"
     faces = list(db.faces.find({}, {"person_id": 1, "image_id": 1, "is_manual_assignment": 1}))
     faces_by_person: dict[str, list[dict]] = defaultdict(list)
     faces_by_image: dict[str, list[dict]] = defaultdict(list)

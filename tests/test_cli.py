@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from tests import photos
@@ -99,3 +100,45 @@ def test_on_a_terminal_progress_is_one_line_redrawn(capsys):
     # click drops the erase-line code when stderr is not a terminal, as under pytest.
     assert "\r[" + "#" * 15 + "-" * 15 + "] 2/4 photos" in err
     assert "3 faces, ETA " in err and err.endswith("\n")
+
+
+def test_repair_dry_run_reports_and_changes_nothing_then_repair_does(app, store):
+    import datetime as dt
+
+    client = app.test_client()
+    kept = client.post("/images/upload", data={"file": (io.BytesIO(photos.astronaut_jpeg()),
+                                                        "a.jpg")},
+                       content_type="multipart/form-data").json["data"]
+    crashed = client.post("/images/upload", data={"file": (io.BytesIO(photos.hopper_jpeg()),
+                                                           "h.jpg")},
+                          content_type="multipart/form-data").json["data"]
+    # As if a worker died before marking the upload ready, long ago, and two uploads died
+    # between reserving their numbers and writing (120 numbers on: older than the newest 100).
+    store.set_image_fields(crashed["image_id"], {"status": "pending",
+                                                 "created_at": dt.datetime(2020, 1, 1)})
+    for _ in range(2):
+        store.next_seq("images")
+    store.next_seq("images", 100)
+    before = {name: store.count(name) for name in ("images", "faces", "persons", "image_gaps")}
+
+    dry = run(app, "repair", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.output[:dry.output.rindex("}") + 1])
+    assert report["dry_run"] is True
+    assert report["uploads_undone"] == [crashed["image_id"]]
+    assert report["image_numbers_recovered"] == 2
+    assert "would change: uploads_undone 1, deletes_finished 0, image_numbers_recovered 2" \
+        in dry.output
+    assert {name: store.count(name) for name in before} == before  # nothing changed
+
+    done = run(app, "repair")
+    assert done.exit_code == 0, done.output
+    assert "changed: uploads_undone 1, deletes_finished 0, image_numbers_recovered 2" \
+        in done.output
+    # The undone upload's number is a gap too, beside the two recovered.
+    assert store.count("images") == 1 and store.count("image_gaps") == 3
+    again = run(app, "repair", "--dry-run")
+    assert "would change: uploads_undone 0, deletes_finished 0, image_numbers_recovered 0" \
+        in again.output
+    check_invariants(store)
+    assert kept["faces_detected"] == 1

@@ -223,3 +223,129 @@ def test_a_hash_claim_refused_for_a_moment_is_retried(store):
     result = upload(client, photos.blank_jpeg())
     assert result["duplicate"] is False and odd.tries == 3
     check_invariants(store)
+
+
+# -- resets during uploads (issue 13) -----------------------------------------------------
+
+def faceless(n: int, salt: int = 0) -> list[bytes]:
+    """``n`` distinct small photos without a face (detection on them is quick)."""
+    return [photos.jpeg(photos.scaled(photos.blank_rgb(), 0.5), quality=30 + salt + i)
+            for i in range(n)]
+
+
+def test_resets_during_uploads_leave_unique_numbers_and_exact_pages(app, store):
+    uploads_per_thread, threads_of_uploads = 10, 3
+    codes: list[int] = []
+    reset_codes: list[int] = []
+    start = threading.Barrier(threads_of_uploads + 1)
+
+    def send_uploads(salt: int) -> None:
+        client = app.test_client()
+        start.wait()
+        for data in faceless(uploads_per_thread, salt):
+            response = client.post("/images/upload", data={"file": (io.BytesIO(data), "b.jpg")},
+                                   content_type="multipart/form-data")
+            codes.append(response.status_code)
+            if response.status_code == 409:
+                assert response.json["error_type"] == "ConflictError"
+
+    def send_resets() -> None:
+        client = app.test_client()
+        start.wait()
+        for _ in range(3):
+            time.sleep(0.1)  # uploads go on between the resets and after the last one
+            reset_codes.append(client.delete("/reset?confirm=true").status_code)
+
+    workers = [threading.Thread(target=send_uploads, args=(i * uploads_per_thread,))
+               for i in range(threads_of_uploads)]
+    workers.append(threading.Thread(target=send_resets))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert set(codes) <= {201, 409} and set(reset_codes) <= {200, 409}, (codes, reset_codes)
+    assert reset_codes.count(200) >= 1
+    check_invariants(store)
+    # Uploads after the last reset, so the pages have images on both sides of its floor.
+    client = app.test_client()
+    for data in faceless(3, threads_of_uploads * uploads_per_thread):
+        upload(client, data)
+    ready = list(store.db.images.find({"status": "ready"}, {"seq": 1}))
+    seqs = [image["seq"] for image in ready]
+    assert len(seqs) == len(set(seqs))
+    newest_first = [image["_id"] for image in sorted(ready, key=lambda i: -i["seq"])]
+    seen: list[str] = []
+    for offset in range(0, len(newest_first) + 5, 5):
+        data = client.get(f"/images/?limit=5&offset={offset}").json["data"]
+        assert data["total"] == len(newest_first)
+        seen.extend(image["_id"] for image in data["images"])
+    assert seen == newest_first
+    for offset in range(len(newest_first)):  # every offset, not only page starts
+        data = client.get(f"/images/?limit=5&offset={offset}").json["data"]
+        assert [i["_id"] for i in data["images"]] == newest_first[offset:offset + 5], offset
+    check_invariants(store)
+
+
+class _ResetBeforeWriting(Store):
+    """A reset lands while an upload's photo is being analysed: just before its writes."""
+
+    def begin_writing(self, image_id: str, generation: int, claimant: str) -> bool:
+        from services import catalog
+
+        catalog.reset(Store(self.db, self.backend, self.source))
+        return super().begin_writing(image_id, generation, claimant)
+
+
+def test_an_upload_analysed_before_a_reset_is_refused_and_writes_nothing(store):
+    app = create_app(dict(BASE_CONFIG), store=_ResetBeforeWriting(store.db, store.backend),
+                     environ={})
+    response = app.test_client().post("/images/upload", data={
+        "file": (io.BytesIO(photos.astronaut_jpeg()), "a.jpg")},
+        content_type="multipart/form-data")
+    assert_error(response, 409, "ConflictError")
+    assert "reset" in response.json["error"]
+    for name in ("images", "image_blobs", "image_hashes", "faces", "persons", "upload_leases"):
+        assert store.count(name) == 0, name
+    check_invariants(store)
+    # The next upload reads the new generation and is stored.
+    assert upload(create_app(dict(BASE_CONFIG), store=store, environ={}).test_client(),
+                  photos.astronaut_jpeg())["faces_detected"] == 1
+
+
+def test_a_reset_waits_for_an_upload_being_written_then_gives_up_with_409(app, store,
+                                                                         monkeypatch):
+    from services import catalog
+    from services import processes
+
+    client = app.test_client()
+    kept = upload(client, photos.blank_jpeg())
+    monkeypatch.setattr(catalog, "RESET_WAIT_SECONDS", 0.3)
+    assert store.begin_writing("a" * 24, store.generation(), processes.claimant())
+    response = client.delete("/reset?confirm=true")
+    assert_error(response, 409, "ConflictError")
+    assert response.json["details"] == {"uploads_in_flight": 1}
+    assert client.get(f"/images/{kept['image_id']}").status_code == 200  # nothing deleted
+    # Once it gave up, uploads go on.
+    store.end_writing("a" * 24)
+    assert upload(client, photos.hopper_jpeg())["faces_detected"] == 1
+    # A lease left by a dead process is not waited for.
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    import socket
+
+    dead = f"{socket.gethostname()}:{finished.stdout.strip()}"
+    assert store.begin_writing("b" * 24, store.generation(), dead)
+    assert client.delete("/reset?confirm=true").status_code == 200
+    assert store.count("images") == 0 and store.count("upload_leases") == 0
+
+
+def test_two_resets_at_once_one_gets_409(app, store):
+    assert store.begin_reset("someone-else", 60.0)
+    response = app.test_client().delete("/reset?confirm=true")
+    assert_error(response, 409, "ConflictError")
+    # Meanwhile uploads are refused before writing anything.
+    refused = upload(app.test_client(), photos.blank_jpeg(), expect=409)
+    assert refused["error_type"] == "ConflictError"
+    store.end_reset("someone-else")
+    assert app.test_client().delete("/reset?confirm=true").status_code == 200
+    check_invariants(store)

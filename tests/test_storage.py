@@ -397,9 +397,13 @@ def test_reset_empties_every_collection(store):
     assert (removed["images"], removed["image_blobs"], removed["faces"], removed["persons"],
             removed["image_hashes"], removed["locks"], removed["face_changes"]) == (
         1, 1, 1, 1, 1, 1, 1)
-    assert all(store.count(name) == 0 for name in storage.COLLECTIONS)
-    assert store.counter("images") == 0 and store.lock_holder("recluster") is None
+    assert all(store.count(name) == 0 for name in storage.COLLECTIONS if name != "counters")
+    assert store.lock_holder("recluster") is None and store.counter("face_changes") == 0
+    # Image numbers go on from where they were, above the floor paging starts from.
+    assert store.counter("images") == store.seq_floor() == image["seq"]
+    generation = store.generation()
     assert store.reset() == dict.fromkeys(storage.COLLECTIONS, 0)
+    assert store.generation() == generation + 1
 
 
 # -- what reaches the driver ----------------------------------------------------------------
