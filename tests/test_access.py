@@ -428,13 +428,9 @@ def assert_api_headers(response):
 
 @pytest.fixture
 def pages(store):
-    """A keyed app with an HTML page at /docs (public) and one with its own policy."""
+    """A keyed app: its docs page (public), and a page with its own policy."""
     app = create_app({**BASE_CONFIG, "API_KEYS": KEY}, store=store, environ={})
     extra = Blueprint("pages", __name__)
-
-    @extra.get("/docs")
-    def docs_page():
-        return "<!doctype html><title>API</title>"
 
     @extra.get("/strict")
     def strict_page():
@@ -475,6 +471,13 @@ def test_html_pages_get_the_page_policy(pages):
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     policy = dict(part.strip().split(" ", 1) for part in access.HTML_CSP.split(";"))
     assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    # Everything the page loads comes from this server, under a policy that allows 'self'.
+    assert "'self'" in policy["script-src"] and "'self'" in policy["style-src"]
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', page.get_data(as_text=True)):
+        assert asset.startswith("/docs/"), asset
+        loaded = pages.get(asset)
+        assert loaded.status_code == 200, asset
+        loaded.close()
     # A page with its own policy keeps it (the key is asked for: /strict is not public).
     strict = pages.get("/strict", headers={"X-API-Key": KEY})
     assert strict.headers["Content-Security-Policy"] == "default-src 'none'"
