@@ -34,7 +34,6 @@ UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate")
 JOB_STATUSES = ("receiving", "queued", "running", "done", "failed", "cancelled")
 RESET_WARNING = ("Reset deletes every image, face, person, album and section: confirm with "
                  "?confirm=true")
-NAME_DESCRIPTION = "1-200 characters after trimming; no control characters"
 #: Ids are 24 hex digits (storage.new_id; either case); anything else is a 400.
 ID_PATTERN = r"^[0-9a-fA-F]{24}$"
 #: No character services.text refuses (controls, invisible format characters, separators),
@@ -71,10 +70,6 @@ class Flag(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
         return value
-
-
-def _flag(**kwargs: t.Any) -> Flag:
-    return Flag(**kwargs)
 
 
 class QueryDate(fields.String):
@@ -144,10 +139,17 @@ class PageQuery(_Query):
     offset = _offset()
 
 
+def _filter_id(description: str) -> fields.String:
+    # An empty filter (`?album_id=`, as forms send it) filters nothing.
+    return fields.String(validate=validators.Regexp(r"^([0-9a-fA-F]{24})?$",
+                                                    error="Must be a 24-hex id or empty."),
+                         metadata={"description": description})
+
+
 class ImageListQuery(PageQuery):
-    album_id = _id("only images in this album")
-    section_id = _id("only images in this section")
-    person_id = _id("only images showing this person")
+    album_id = _filter_id("only images in this album")
+    section_id = _filter_id("only images in this section")
+    person_id = _filter_id("only images showing this person")
     date_from = QueryDate(metadata={"description": "taken (or uploaded) on or after"})
     date_to = QueryDate(end_of_day=True, metadata={
         "description": "taken (or uploaded) on or before; a bare date includes that day"})
@@ -246,7 +248,7 @@ class AlbumUpdate(Update):
 
 
 class SectionListQuery(_Query):
-    album_id = _id("only this album's sections")
+    album_id = _filter_id("only this album's sections")
 
 
 class SectionCreate(AlbumCreate):
@@ -281,8 +283,8 @@ class ReclusterBody(_Body):
     tolerance = _threshold()
     eps = _threshold(metadata={"deprecated": True})
     min_samples = fields.Integer(validate=validators.Range(1, 1000))
-    preserve_manual = _flag()
-    run_async = _flag(data_key="async")
+    preserve_manual = Flag()
+    run_async = Flag(data_key="async")
 
 
 class JobListQuery(PageQuery):
