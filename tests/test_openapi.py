@@ -150,3 +150,21 @@ def test_every_operation_keeps_to_the_document(case):
         # refused with a documented 400 (422 for a search photo with no face).
         excluded.append(positive_data_acceptance)
     case.call_and_validate(excluded_checks=excluded)
+
+
+def test_an_empty_filter_filters_nothing_and_a_bad_one_is_named(client):
+    create(client, "/albums/", name="A")
+    assert client.get("/images/?album_id=&person_id=").status_code == 200
+    assert client.get("/sections/?album_id=").json["data"]["total"] == 0
+    answer = client.get("/images/?album_id=nope")
+    assert_error(answer, 400, "ValidationError")
+    assert answer.json["details"] == {"field": "album_id", "location": "query",
+                                      "errors": {"query": {"album_id": [
+                                          "Must be a 24-hex id or empty."]}}}
+
+
+def test_json_booleans_are_true_or_false_only(client):
+    assert_error(client.post("/cluster/", json={"async": 0}), 400, "ValidationError")
+    assert_error(client.post("/cluster/", json={"preserve_manual": "yes"}), 400,
+                 "ValidationError")
+    assert client.post("/cluster/", json={"preserve_manual": False}).status_code == 200
