@@ -1,14 +1,16 @@
 """`make fuzz`: schemathesis against a live server on the embedded store.
 
 Starts ``python app.py`` (with its jobs worker) on a free loopback port and a fresh DATA_DIR,
-waits for ``/health``, runs ``schemathesis run`` over ``/openapi.json`` with every check
-(settings in ``schemathesis.toml``), stops the server and exits with schemathesis' status.
+waits for ``/health``, uploads a group photo (so face and person routes meet real ids), runs
+``schemathesis run`` over ``/openapi.json`` with every check (settings in
+``schemathesis.toml``), stops the server and exits with schemathesis' status.
 The suite's own short run is ``tests/test_openapi.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -41,6 +43,31 @@ def wait_for(url: str, timeout: float) -> None:
         time.sleep(0.3)
 
 
+def seed_gallery(base: str) -> str:
+    """Upload a group photo so the face and person routes meet real ids (random ids only reach
+    their 404s); returns the ``[parameters]`` table naming them."""
+    sys.path.insert(0, str(ROOT))
+    from tests.photos import group_photo
+
+    boundary = "fuzz-seed-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"group.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+    body += group_photo() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"{base}/images/upload", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        upload = json.load(answer)["data"]
+    faces = upload["faces"]
+    print(f"seeded image {upload['image_id']} with {len(faces)} faces", flush=True)
+    if not faces:
+        return ""
+    # Not the image id: a generated DELETE of it would take the faces along early in the run.
+    return ("\n[parameters]\n"
+            f'"path.face_id" = "{faces[0]["face_id"]}"\n'
+            f'"path.person_id" = "{faces[-1]["person_id"]}"\n')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=50,
@@ -56,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="face-gallery-fuzz-") as data_dir:
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": data_dir,
                "FLASK_ENV": "development", "RATELIMIT_ENABLED": "false",
-               "LOG_LEVEL": "warning", "INGEST_WORKERS": "1"}
+               "LOG_LEVEL": os.environ.get("LOG_LEVEL", "warning"), "INGEST_WORKERS": "1"}
         env.pop("MONGODB_URI", None)
         server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env)
         try:
             wait_for(f"{base}/health", timeout=120)
-            command = [sys.executable, "-m", "schemathesis.cli", "run",
+            config = Path(data_dir) / "schemathesis.toml"
+            config.write_text((ROOT / "schemathesis.toml").read_text() + seed_gallery(base))
+            command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
+                       "run",
                        f"{base}/openapi.json",
                        "--max-examples", str(args.max_examples),
                        "--max-time", str(args.max_time), "--workers", "1"]
