@@ -87,8 +87,8 @@ def run(store: Store, *, dry_run: bool = False,
 
 
 def _report(dry_run: bool) -> Doc:
-    return {"dry_run": dry_run, "uploads_undone": [], "leases_released": [],
-            "deletes_finished": [], "image_numbers_recovered": 0, "orphan_crops_removed": 0}
+    return {"dry_run": dry_run, "uploads_undone": [], "deletes_finished": [],
+            "image_numbers_recovered": 0, "leases_released": [], "orphan_crops_removed": 0}
 
 
 def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float) -> Doc:

@@ -242,8 +242,8 @@ def test_repair_command_counts_what_it_did(store):
     store.db.face_crops.insert_one({"_id": str(ObjectId.from_datetime(dt.datetime(2020, 1, 1)))})
     result = app.test_cli_runner().invoke(args=["gallery", "repair"])
     assert result.exit_code == 0, result.output
-    assert "changed: uploads_undone 1, leases_released 0, deletes_finished 0" in result.output
-    assert "orphan_crops_removed 1" in result.output
+    assert "changed: uploads_undone 1, deletes_finished 0, image_numbers_recovered 0, " \
+        "leases_released 0, orphan_crops_removed 1" in result.output
     check_invariants(store)
 
 
