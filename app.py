@@ -4,9 +4,10 @@
 the ``flask gallery`` commands, the access rules (``routes/access.py``: API keys, rate limits,
 security headers) and the error handlers that give every failure the documented JSON
 envelope. Importing this module builds nothing: ``wsgi.py`` builds the app gunicorn
-serves, ``python app.py`` builds one, repairs the store, starts a jobs worker process and
-serves it. The database and the face engine are opened lazily, once per process, so gunicorn
-can fork workers safely (pymongo clients must not cross a fork).
+serves, ``python app.py`` builds one, repairs the store, starts its upkeep thread (heartbeat
+and background repair) and a jobs worker process, and serves it. The database and the face
+engine are opened lazily, once per process, so gunicorn can fork workers safely (pymongo
+clients must not cross a fork).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from routes import contract
 from routes import jsonbody
 from services import imaging
 from services import repair
+from services import upkeep
 from services.context import Gallery
 from services.context import check_settings
 from services.storage import Store
@@ -198,7 +200,7 @@ def repair_store(app: Flask) -> dict[str, t.Any]:
     Run at start-up (``python app.py``, each gunicorn worker) and by ``flask gallery repair``.
     """
     report = repair.run(app.extensions["face_gallery"].store)
-    if any(report.values()):
+    if any(repair.counts(report).values()) or "skipped" in report:
         log.warning("repaired half-written work: %s", report)
     return report
 
@@ -214,6 +216,13 @@ def repair_at_start(app: Flask) -> dict[str, t.Any] | None:
         log.error("database unreachable at start-up: crash repair skipped; it runs at the "
                   "next start or with `flask gallery repair`")
         return None
+
+
+def start_upkeep(app: Flask) -> upkeep.Upkeep | None:
+    """Start this serving process's upkeep thread: its heartbeat, and repair of what dead
+    processes left every ``REPAIR_INTERVAL_SECONDS`` (none when 0). Called by what serves,
+    after :func:`repair_at_start`; the factory never starts it."""
+    return upkeep.start(app.extensions["face_gallery"])
 
 
 def build_app() -> Flask:
@@ -243,6 +252,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
     served = build_app()
     repair_at_start(served)
+    start_upkeep(served)
     jobs_worker = start_jobs_worker(served)
     try:
         served.run(host=served.config["HOST"], port=served.config["PORT"], debug=False,

@@ -23,6 +23,7 @@ from services import jobs
 from services import recognition
 from services import repair
 from services import taskqueue
+from services import upkeep
 from services.context import Gallery
 
 gallery = AppGroup("gallery", help="Operate the face gallery.")
@@ -44,7 +45,8 @@ def _echo_json(data: t.Any) -> None:
 def repair_command(dry_run: bool) -> None:
     """Finish or undo uploads and deletes a killed process left half done; take back jobs.
 
-    Prints the report (ids of what was changed), then one line of counts."""
+    Prints the report (ids of what was changed, crops without a face removed), then one line
+    of counts."""
     handles = _handles()
     report = repair.run(handles.store, dry_run=dry_run)
     report["jobs"] = jobs.recover(handles, dry_run=dry_run)
@@ -61,8 +63,11 @@ def repair_command(dry_run: bool) -> None:
 def worker_command(workers: int, stop_with_parent: bool) -> None:
     """Run background jobs until SIGTERM (jobs stop after their current file and wait in
     the queue) or SIGINT (stop now; the jobs are taken up again by the next worker)."""
-    taskqueue.run_worker(_handles(), workers=workers,
-                         stop_with_parent=stop_with_parent)
+    handles = _handles()
+    # Its uploads claim work too: its heartbeat lets other machines judge them, and its own
+    # background repair covers a server whose web workers are all busy.
+    upkeep.start(handles)
+    taskqueue.run_worker(handles, workers=workers, stop_with_parent=stop_with_parent)
 
 
 @gallery.command("stats")

@@ -197,6 +197,9 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "REDIS_URL": (_redis_url, ""),
     # embedded: `python app.py` and gunicorn start one jobs worker; external: run your own.
     "JOBS_WORKER": (_choice("embedded", "external"), "embedded"),
+    # Each serving process's upkeep thread (services/upkeep.py) undoes what dead processes
+    # left half done this often, and writes its heartbeat; 0 = neither (repair at start only).
+    "REPAIR_INTERVAL_SECONDS": (_float_range(0.0, 3600.0), "5"),
 }
 
 

@@ -49,10 +49,13 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: t.Any) -> None:
-    """Repair what a killed worker left half done before this one serves a request."""
+    """Repair what a killed worker left half done before this one serves a request, then
+    start its upkeep thread (heartbeat, and the same repair every REPAIR_INTERVAL_SECONDS)."""
     from app import repair_at_start
+    from app import start_upkeep
 
     repair_at_start(worker.wsgi)
+    start_upkeep(worker.wsgi)
 
 
 # The jobs worker the master starts (JOBS_WORKER=embedded) and stops on exit.

@@ -99,11 +99,10 @@ def remove_image(store: Store, image_id: str) -> Doc:
     counted off its person, by one caller only.
     """
     image = store.find_image(image_id)
-    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
+    faces = store.delete_faces(_log_removal(store, image_id))
     for face in faces:
         store.adjust_person_counts(face["person_id"], -1, -1,
                                    manual=-1 if face.get("is_manual_assignment") else 0)
-    store.log_face_changes([(f["_id"], "") for f in faces])
     deleted = [f["person_id"] for f in faces
                if settle_person(store, f["person_id"], left_face_id=f["_id"])]
     if image is not None:
@@ -114,8 +113,9 @@ def remove_image(store: Store, image_id: str) -> Doc:
 
 def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
     """Remove whatever a failed upload wrote and recount the persons it touched."""
-    faces = store.delete_faces(f["_id"] for f in store.faces_of_image(image_id))
-    store.log_face_changes([(f["_id"], "") for f in faces])
+    store.delete_faces(_log_removal(store, image_id))
+    # Crops are written before their faces: a kill in between leaves crops no face names.
+    store.delete_crops_of_image(image_id)
     image = store.find_image(image_id)
     if image is not None:
         store.delete_image_docs(image)
@@ -123,6 +123,18 @@ def undo_upload(store: Store, image_id: str, person_ids: Iterable[str]) -> None:
         store.delete_image_blob(image_id)
     for person_id in set(person_ids):
         recount_person(store, person_id)
+
+
+def _log_removal(store: Store, image_id: str) -> list[str]:
+    """Log an image's faces as deleted in ``face_changes``; returns their ids, to delete.
+
+    Logged before they are deleted: a process killed in between leaves faces that repair
+    deletes, where the other order would leave them in every worker's embedding index, as
+    search hits on an image that answers 404. An index that reads a face after its deletion
+    was logged does not load it (:class:`services.face_index.FaceIndex`)."""
+    face_ids = [f["_id"] for f in store.faces_of_image(image_id)]
+    store.log_face_changes([(face_id, "") for face_id in face_ids])
+    return face_ids
 
 
 def delete_if_empty(store: Store, person_id: str) -> bool:

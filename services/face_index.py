@@ -73,6 +73,10 @@ class FaceIndex:
         self._person_ids: list[str] = []
         self._image_ids: list[str] = []
         self._rows: dict[str, int] = {}
+        #: Faces whose deletion was read before the face itself: never loaded afterwards.
+        #: Deletions are logged before the faces go (a crash in between must not leave a
+        #: ghost), so a sync can read the deletion and then the face. Ids are never reused.
+        self._deleted: set[str] = set()
         self._size = 0
         self._snapshot: tuple[t.Any, ...] | None = None
         self._faces = _SeqCursor("faces")
@@ -98,6 +102,11 @@ class FaceIndex:
         changes_top = store.counter("face_changes")
         docs = list(store.iter_faces({}, _FACE_FIELDS))
         self._add(docs)
+        # Deletions are logged before the faces go, so one logged before the counters were
+        # read may be of a face read just now: the recent ones are applied again.
+        for entry in store.face_changes_since(max(0, changes_top - RECENT_WINDOW), changes_top):
+            if not entry["person_id"]:
+                self._apply_change(entry["face_id"], "")
         # Only recent numbers can belong to writes still in flight; older gaps are deletions.
         recent = max(0, faces_top - RECENT_WINDOW)
         self._faces.advance(faces_top, (d.get("seq", 0) for d in docs if d.get("seq", 0) > recent),
@@ -126,6 +135,7 @@ class FaceIndex:
         self._changes.advance(top, (e["seq"] for e in entries), low)
 
     def _add(self, docs: list[dict[str, t.Any]]) -> None:
+        docs = [d for d in docs if d["_id"] not in self._deleted]
         if not docs:
             return
         self._snapshot = None
@@ -151,7 +161,10 @@ class FaceIndex:
     def _apply_change(self, face_id: str, person_id: str) -> None:
         row = self._rows.get(face_id)
         if row is None:
-            return  # not loaded yet: the face document already holds its new person
+            # Not loaded yet: a move is in the face document already; a deletion is kept.
+            if not person_id:
+                self._deleted.add(face_id)
+            return
         self._snapshot = None
         if person_id:
             self._person_ids[row] = person_id

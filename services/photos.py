@@ -15,6 +15,7 @@ from services import bookkeeping
 from services import catalog
 from services import imaging
 from services import people
+from services import processes
 from services import storage
 from services import text
 from services.catalog import ref
@@ -203,7 +204,7 @@ def delete_image(store: Store, image_id: str) -> Doc:
     """Delete an image with its faces; persons left without faces are deleted too."""
     bookkeeping.refuse_during_recluster(store)
     image_id = store.get_image(image_id)["_id"]
-    before = store.start_image_delete(image_id)
+    before = store.start_image_delete(image_id, processes.claimant())
     if before is None or before.get("status") != "ready":
         # Gone, still uploading, or another request is deleting it right now.
         raise DocumentNotFoundError.for_id("Image", image_id)

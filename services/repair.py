@@ -1,46 +1,159 @@
 """Crash repair: finish or undo what a killed process left half done.
 
-Run explicitly (``flask gallery repair``, at start-up by ``python app.py`` and by each
-gunicorn worker), never hidden in a getter.
+Run explicitly, never hidden in a getter: in full at start-up (``python app.py``, each gunicorn
+worker, the jobs worker) and by ``flask gallery repair``; and every ``REPAIR_INTERVAL_SECONDS``
+by each of those processes' upkeep thread (:mod:`services.upkeep`), which calls
+:func:`background_pass`.
+
+Half-done work is found by status (an upload still ``pending``, an image ``deleting``) and by
+the upload leases a killed upload leaves behind (:meth:`Store.begin_writing`). Each names its
+process, and is abandoned only once that process is gone (:func:`processes.owner_is_gone`: at
+once on this machine, by its heartbeat on another, after ``stale_after_seconds`` for claims
+that name no judgeable process). One repair writes at a time across processes: it holds the
+``repair`` lock, and each step is also safe to repeat should a lock outlive its holder.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import typing as t
 
 from services import bookkeeping
+from services import processes
 from services import storage
 from services.storage import Store
 
 Doc = dict[str, t.Any]
 
+REPAIR_LOCK = "repair"
+#: A repair lock older than this was left by a killed repair and is taken over.
+REPAIR_LOCK_SECONDS = 60.0
+#: How long :func:`run` waits for another process's repair to finish before skipping.
+WAIT_FOR_REPAIR_SECONDS = 10.0
+#: Crops without a face made this recently may belong to an upload about to write its faces.
+ORPHAN_CROP_MARGIN_SECONDS = 5.0
+#: Heartbeats of processes silent this long are dropped (their claims were judged long ago).
+FORGET_PROCESSES_SECONDS = 86400.0
 
-def run(store: Store, *, stale_after_seconds: float = 600.0, dry_run: bool = False) -> Doc:
-    """Finish what a crashed worker left half done: pending uploads and unfinished deletes.
 
-    An upload still ``pending`` after ``stale_after_seconds`` is not in flight any more: its
-    faces and blob are removed and the persons it touched are recounted. With ``dry_run``
-    the same report says what would be done, and nothing is written.
+class _Abandoned(t.NamedTuple):
+    uploads: list[Doc]
+    leases: list[Doc]
+    deletes: list[Doc]
+    live_leases: list[Doc]
+
+    def __bool__(self) -> bool:
+        return bool(self.uploads or self.leases or self.deletes)
+
+
+def background_pass(store: Store, *,
+                    stale_after_seconds: float = processes.FALLBACK_SECONDS) -> Doc | None:
+    """Undo uploads and finish deletes whose process is gone; None when there are none.
+
+    The upkeep thread calls this every few seconds, so the common case is cheap: two reads
+    of the indexed image status and one of the (few) upload leases, then the heartbeats of
+    their processes. Another process's repair running already is not waited for.
     """
+    if not _find_abandoned(store, storage.now(), stale_after_seconds):
+        return None
+    return run(store, stale_after_seconds=stale_after_seconds, full=False, wait_seconds=0.0)
+
+
+def run(store: Store, *, dry_run: bool = False,
+        stale_after_seconds: float = processes.FALLBACK_SECONDS, full: bool = True,
+        wait_seconds: float = WAIT_FOR_REPAIR_SECONDS) -> Doc:
+    """Finish what a killed process left half done; returns a report of ids and counts.
+
+    An abandoned upload's faces, crops, blob and hash claim are removed and the persons it
+    touched recounted; an abandoned delete is finished; a dead upload's lease is released.
+    ``full`` also records the image numbers never written and removes face crops without a
+    face (reads every id when there are some). With ``dry_run`` the same report says what
+    would be done, and nothing is written. When another repair holds the lock for
+    ``wait_seconds``, nothing is done and the report says ``skipped``.
+    """
+    if dry_run:
+        return _repair(store, dry_run=True, full=full, stale_after_seconds=stale_after_seconds)
+    holder = f"{processes.claimant()}:{storage.new_id()}"
+    deadline = time.monotonic() + wait_seconds
+    while not store.acquire_lock(REPAIR_LOCK, holder, REPAIR_LOCK_SECONDS):
+        if time.monotonic() >= deadline:
+            return {**_report(False), "skipped": "another repair is running"}
+        time.sleep(0.1)
+    try:
+        return _repair(store, dry_run=False, full=full, stale_after_seconds=stale_after_seconds)
+    finally:
+        store.release_lock(REPAIR_LOCK, holder)
+
+
+def _report(dry_run: bool) -> Doc:
+    return {"dry_run": dry_run, "uploads_undone": [], "deletes_finished": [],
+            "image_numbers_recovered": 0, "leases_released": [], "orphan_crops_removed": 0}
+
+
+def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float) -> Doc:
     moment = storage.now()
-    undone, finished = [], []
-    for image in store.images_with_status("pending"):
-        if (moment - image["created_at"]).total_seconds() < stale_after_seconds:
-            continue
+    found = _find_abandoned(store, moment, stale_after_seconds)
+    report = _report(dry_run)
+    for image in found.uploads:
         if not dry_run:
-            touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
-            bookkeeping.undo_upload(store, image["_id"], touched)
+            _undo_upload(store, image["_id"])
             store.release_hash(image.get("sha256", ""), image["_id"])
-        undone.append(image["_id"])
-    for image in store.images_with_status("deleting"):
-        started = image.get("deleting_at") or image["created_at"]
-        if (moment - started).total_seconds() < stale_after_seconds:
-            continue  # another worker may be deleting it right now
+        report["uploads_undone"].append(image["_id"])
+    for lease in found.leases:
+        image_id = lease["_id"]
+        image = store.find_image(image_id)
+        if image is not None and image["status"] != "pending":
+            report["leases_released"].append(image_id)  # killed once it was ready
+        elif image_id not in report["uploads_undone"]:
+            # Killed before its metadata was written: a blob, and crops, may be there.
+            if not dry_run:
+                _undo_upload(store, image_id)
+            report["uploads_undone"].append(image_id)
+        if not dry_run:
+            store.end_writing(image_id)
+    for image in found.deletes:
         if not dry_run:
             bookkeeping.remove_image(store, image["_id"])
-        finished.append(image["_id"])
-    return {"dry_run": dry_run, "uploads_undone": undone, "deletes_finished": finished,
-            "image_numbers_recovered": store.fill_image_gaps(dry_run=dry_run)}
+        report["deletes_finished"].append(image["_id"])
+    if full:
+        report["image_numbers_recovered"] = store.fill_image_gaps(dry_run=dry_run)
+        # Crops of uploads writing now were made after their lease was taken.
+        oldest = min([moment, *(lease["taken_at"] for lease in found.live_leases)])
+        orphans = store.orphan_crop_ids(
+            oldest - dt.timedelta(seconds=ORPHAN_CROP_MARGIN_SECONDS))
+        if not dry_run:
+            store.delete_crops(orphans)
+            store.forget_processes(moment - dt.timedelta(seconds=FORGET_PROCESSES_SECONDS))
+        report["orphan_crops_removed"] = len(orphans)
+    return report
+
+
+def _undo_upload(store: Store, image_id: str) -> None:
+    touched = {f["person_id"] for f in store.faces_of_image(image_id)}
+    bookkeeping.undo_upload(store, image_id, touched)
+
+
+def _find_abandoned(store: Store, moment: dt.datetime, stale_after_seconds: float
+                    ) -> _Abandoned:
+    pending = store.images_with_status("pending")
+    deleting = store.images_with_status("deleting")
+    leases = store.upload_leases()
+    names = {doc.get("claimant", "") for doc in [*pending, *deleting, *leases]} - {""}
+    beats = store.process_beats(sorted(names))
+
+    def gone(doc: Doc, claimed_at: dt.datetime) -> bool:
+        name = doc.get("claimant", "")
+        return processes.owner_is_gone(name, claimed_at, beats.get(name), moment,
+                                       fallback_seconds=stale_after_seconds)
+
+    dead_leases = [lease for lease in leases if gone(lease, lease["taken_at"])]
+    return _Abandoned(
+        uploads=[image for image in pending if gone(image, image["created_at"])],
+        leases=dead_leases,
+        deletes=[image for image in deleting
+                 if gone(image, image.get("deleting_at") or image["created_at"])],
+        live_leases=[lease for lease in leases if lease not in dead_leases])
 
 
 def counts(report: Doc) -> dict[str, int]:

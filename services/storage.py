@@ -85,6 +85,11 @@ def now() -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+def id_time(doc_id: str) -> datetime:
+    """When an id made by :func:`new_id` was made (to the second, naive UTC)."""
+    return ObjectId(doc_id).generation_time.replace(tzinfo=None)
+
+
 def check_id(value: t.Any, kind: str = "id") -> str:
     """Return ``value`` if it is a 24-hex id, else raise ``ValidationError``."""
     # fullmatch: with match, "$" would let a trailing newline through.
@@ -213,6 +218,7 @@ class Store:
             for field in ("person_id", "image_id", "seq", "is_manual_assignment"):
                 db.faces.create_index(field)
             db.face_changes.create_index("seq")
+            db.face_crops.create_index("image_id")
             db.image_gaps.create_index("seq")
             db.persons.create_index("name_lc")
             db.sections.create_index("album_id")
@@ -548,6 +554,28 @@ class Store:
                 deleted.append(face)
         return deleted
 
+    def delete_crops_of_image(self, image_id: str) -> int:
+        """Delete the crops written for an image's faces, with or without their faces (an
+        upload killed between the two leaves crops alone). Crops written before crops named
+        their image are found by :meth:`orphan_crop_ids`."""
+        return self.db.face_crops.delete_many({"image_id": image_id}).deleted_count
+
+    def orphan_crop_ids(self, made_before: datetime) -> list[str]:
+        """Ids of crops without a face whose ids were made before ``made_before`` (newer ones
+        may belong to an upload writing its faces now).
+
+        Cheap when there is none: two counts. Otherwise every crop and face id is read."""
+        if self.db.face_crops.count_documents({}) <= self.db.faces.count_documents({}):
+            return []
+        faces = {d["_id"] for d in self.db.faces.find({}, {"_id": 1})}
+        return [d["_id"] for d in self.db.face_crops.find({}, {"_id": 1})
+                if d["_id"] not in faces and _ID_PATTERN.fullmatch(d["_id"])
+                and id_time(d["_id"]) < made_before]
+
+    def delete_crops(self, face_ids: Iterable[str]) -> None:
+        for face_id in face_ids:
+            self.db.face_crops.delete_one({"_id": face_id})
+
     def reassign_face(self, face_id: str, person_id: str) -> Doc | None:
         """Point a face at a person by hand, atomically; returns the face as it was before
         (None if it is gone), so the caller adjusts the person it really left."""
@@ -557,12 +585,15 @@ class Store:
                       "assigned_by": "manual", "updated_at": now()}},
             return_document=ReturnDocument.BEFORE)
 
-    def start_image_delete(self, image_id: str) -> Doc | None:
-        """Mark an image ``deleting``, atomically; returns it as it was before (None if gone).
+    def start_image_delete(self, image_id: str, claimant: str) -> Doc | None:
+        """Mark an image ``deleting`` by ``claimant`` (``host:pid``), atomically; returns it as
+        it was before (None if gone).
 
-        Only the caller that saw it ``ready`` goes on to delete it."""
+        Only the caller that saw it ``ready`` goes on to delete it; repair finishes the delete
+        once its claimant is gone."""
         return self.db.images.find_one_and_update(
-            {"_id": image_id}, {"$set": {"status": "deleting", "deleting_at": now()}},
+            {"_id": image_id},
+            {"$set": {"status": "deleting", "deleting_at": now(), "claimant": claimant}},
             return_document=ReturnDocument.BEFORE)
 
     def iter_faces(self, query: Doc, projection: Mapping[str, int]) -> Iterator[Doc]:
@@ -595,6 +626,29 @@ class Store:
 
     def face_changes_with_seqs(self, seqs: list[int]) -> list[Doc]:
         return list(self.db.face_changes.find({"seq": {"$in": seqs}}))
+
+    # -- processes' heartbeats (services/processes.py, services/upkeep.py) --------------
+    # Not a gallery collection: a reset leaves it, as the processes go on running.
+
+    def beat(self, name: str, started_at: datetime) -> None:
+        """Record that process ``name`` (``host:pid``, started at ``started_at``) runs now."""
+        self.db.processes.update_one({"_id": name}, {"$set": {
+            "seen_at": now(), "started_at": started_at}}, upsert=True)
+
+    def process_beats(self, names: list[str]) -> dict[str, Doc]:
+        """``{seen_at, started_at}`` of each named process that has beaten, by name."""
+        if not names:
+            return {}
+        return {d["_id"]: d for d in self.db.processes.find({"_id": {"$in": list(names)}})}
+
+    def forget_processes(self, seen_before: datetime) -> int:
+        """Drop the heartbeats of processes silent since ``seen_before``; returns how many.
+        The collection holds one document a process start, so it stays small."""
+        stale = [d["_id"] for d in self.db.processes.find({})
+                 if d["seen_at"] < seen_before]
+        for name in stale:
+            self.db.processes.delete_one({"_id": name})
+        return len(stale)
 
     # -- persons ------------------------------------------------------------------------
 

@@ -49,8 +49,9 @@ WAIT_FOR_TWIN_SECONDS = 8.0
 #: How long an upload retries claiming its bytes when the claim it lost to cannot be read.
 CLAIM_DEADLINE_SECONDS = 8.0
 
-#: A hash claim older than this whose image never became ready was left by a crash.
-STALE_CLAIM_SECONDS = 600.0
+#: A hash claim older than this whose image never became ready was left by a crash, when its
+#: process can be judged neither by this machine's process table nor by a heartbeat.
+STALE_CLAIM_SECONDS = processes.FALLBACK_SECONDS
 
 Doc = dict[str, t.Any]
 
@@ -89,19 +90,20 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
     """
     store = gallery.store
     image_id = storage.new_id()
-    if not store.begin_writing(image_id, generation, processes.claimant()):
+    claimant = processes.claimant()
+    if not store.begin_writing(image_id, generation, claimant):
         raise ConflictError("The gallery is being reset or was reset while this photo was "
                             "analysed; nothing was stored: upload it again",
                             details={"reason": "reset"})
     try:
-        return _write_analysis(gallery, analysis, filename, image_id, album=album,
+        return _write_analysis(gallery, analysis, filename, image_id, claimant, album=album,
                                section=section, started=started)
     finally:
         store.end_writing(image_id)
 
 
 def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, image_id: str,
-                    *, album: str, section: str, started: float) -> Doc:
+                    claimant: str, *, album: str, section: str, started: float) -> Doc:
     store, settings = gallery.store, gallery.settings
     # Read under the lease: no reset can empty the gallery between this and the writes.
     index = gallery.sync_index()
@@ -119,7 +121,7 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
             details={"stored_bytes": len(blob_uri)})
 
     sha256 = analysis.sha256
-    existing = _claim_hash(store, sha256, image_id)
+    existing = _claim_hash(store, sha256, image_id, claimant)
     if existing is not None:
         return _duplicate_result(store, existing, started)
 
@@ -135,6 +137,8 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
         "photo_date": taken_at if isinstance(taken_at, datetime) else moment,
         "album_id": album, "section_id": section, "face_count": len(analysis.faces),
         "created_at": moment, "updated_at": moment,
+        # While pending: the process writing it, so repair undoes it once that is gone.
+        "claimant": claimant,
     }
     touched: list[str] = [p for p, _ in choices if p is not None]
     try:
@@ -238,7 +242,7 @@ def _stack(vectors: list[t.Any]) -> t.Any:
     return np.stack(vectors).astype(np.float32)
 
 
-def _claim_hash(store: Store, sha256: str, image_id: str) -> Doc | None:
+def _claim_hash(store: Store, sha256: str, image_id: str, claimant: str) -> Doc | None:
     """Claim these bytes for ``image_id``; returns the ready image holding them instead, if any.
 
     :raise ConflictError: the claim was refused for ``CLAIM_DEADLINE_SECONDS`` while no claim
@@ -246,7 +250,7 @@ def _claim_hash(store: Store, sha256: str, image_id: str) -> Doc | None:
     """
     deadline = time.monotonic() + CLAIM_DEADLINE_SECONDS
     pause = 0.0
-    while not store.claim_hash(sha256, image_id, processes.claimant()):
+    while not store.claim_hash(sha256, image_id, claimant):
         # Same bytes: the other upload's image, once ready (or its stale claim is cleared).
         existing = _existing_image(store, sha256)
         if existing is not None:
@@ -271,8 +275,9 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
     """The ready image holding these bytes, or None when no live upload holds them.
 
     An upload of the same bytes still in flight is waited for (a few seconds). A claim left by
-    a crashed upload is cleared: at once when its process was on this machine and is gone,
-    else once it is ``STALE_CLAIM_SECONDS`` old.
+    a crashed upload is cleared once its process is gone (:func:`processes.claim_is_abandoned`:
+    at once on this machine, by its heartbeat on another, else once it is
+    ``STALE_CLAIM_SECONDS`` old).
     """
     deadline = time.monotonic() + WAIT_FOR_TWIN_SECONDS
     while True:
@@ -283,8 +288,8 @@ def _existing_image(store: Store, sha256: str) -> Doc | None:
         if image is not None and image.get("status") == "ready":
             return image
         claimed_at = claim.get("claimed_at") or datetime(1970, 1, 1)
-        stale = (storage.now() - claimed_at).total_seconds() > STALE_CLAIM_SECONDS
-        if stale or processes.claimant_is_gone(claim.get("claimant", "")):
+        if processes.claim_is_abandoned(store, claim.get("claimant", ""), claimed_at,
+                                        fallback_seconds=STALE_CLAIM_SECONDS):
             if image is not None and image.get("status") == "pending":
                 touched = {f["person_id"] for f in store.faces_of_image(image["_id"])}
                 bookkeeping.undo_upload(store, image["_id"], touched)
@@ -347,7 +352,8 @@ def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
             "assigned_by": "auto", "cropped_face_filename": f"face_{face_id}.jpg",
             "created_at": moment, "updated_at": moment,
         })
-        crop_docs.append({"_id": face_id, "mime_type": "image/jpeg",
+        # The image named: a crop its upload was killed before pairing with a face is found.
+        crop_docs.append({"_id": face_id, "image_id": image["_id"], "mime_type": "image/jpeg",
                           "cropped_face_base64": imaging.data_uri(face.crop_jpeg, "image/jpeg")})
         results.append({"face_id": face_id, "location": location, "person_id": person_id,
                         "new_person": new_person, "quality_score": round(face.quality, 4)})

@@ -58,6 +58,7 @@ def empty(store: Store) -> None:
     store.reset()
     store.db.counters.delete_many({})
     store.db.gallery.delete_many({})
+    store.db.processes.delete_many({})  # heartbeats outlive resets, not tests
 
 
 @pytest.fixture(scope="session")

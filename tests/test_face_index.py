@@ -72,3 +72,20 @@ def test_nearest_limit_and_order(store):
     assert [h[1] for h in hits] == ["p0", "p1", "p2"]
     assert [h[3] for h in hits] == sorted(h[3] for h in hits)
     assert index.memory_bytes() > 0
+
+
+def test_a_deletion_logged_before_its_face_goes_leaves_no_ghost(store):
+    """Deletions are logged first (services/bookkeeping.py): an index that reads the log
+    entry while the face is still there never shows the face, on a sync or a reload."""
+    index = FaceIndex()
+    index.sync(store)
+    seq = store.next_seq("faces")  # reserved: a hole the next sync waits for
+    index.sync(store)
+    face = _face(store, "p1", _vector(1), seq=seq)
+    store.log_face_changes([(face["_id"], "")])  # the face is not deleted yet
+    index.sync(store)
+    assert index.nearest(_vector(1), 0.1) == []
+    fresh = FaceIndex()
+    fresh.sync(store)  # a reload reads the face and then the recent deletions
+    assert fresh.nearest(_vector(1), 0.1) == []
+    store.delete_faces([face["_id"]])
