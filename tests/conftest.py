@@ -58,6 +58,7 @@ def empty(store: Store) -> None:
     store.reset()
     store.db.counters.delete_many({})
     store.db.gallery.delete_many({})
+    store.db.intents.delete_many({})  # a reset keeps them (services/repair.py)
 
 
 @pytest.fixture(scope="session")
