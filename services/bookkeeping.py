@@ -4,6 +4,9 @@ A face's ``person_id`` is the source of truth; a person's ``face_count``, ``imag
 ``manual_face_count`` and thumbnail are derived from its faces and kept with ``$inc`` as faces
 move. Everything here is shared by the persons API (:mod:`services.people`), uploads,
 image deletion, re-clustering and crash repair (:mod:`services.repair`).
+
+Counters and faces are separate writes, so each operation first journals what it will touch
+(:func:`journal`): a process killed between them leaves an intent that repair recounts from.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import typing as t
 from collections.abc import Iterable
 
 from errors import ConflictError
+from errors import GalleryError
+from services import processes
 from services import storage
 from services.storage import Store
 
@@ -43,6 +48,29 @@ def new_person_doc(store: Store, *, face_count: int = 0, thumbnail_face_id: str 
         "thumbnail_quality": thumbnail_quality, "created_at": moment, "updated_at": moment,
     }
 
+
+@contextlib.contextmanager
+def journal(store: Store, op: str, *, persons: Iterable[str] = (), faces: Iterable[str] = (),
+            images: Iterable[str] = (), undone_on_error: bool = False,
+            **extra: t.Any) -> t.Iterator[str]:
+    """Hold an intent naming every person (also those about to be created), face and image
+    the operation may write, from before its first write until it is done.
+
+    Ended on success and on a :class:`GalleryError` (refusals come before writes, and the
+    operations undo their own partial writes on those), and on any exception when
+    ``undone_on_error`` says the operation undoes whatever it wrote. Otherwise an exception,
+    or a kill, leaves it for :func:`services.repair.finish_intents`, which recounts what it
+    names.
+    """
+    intent_id = store.begin_intent(op, owner=processes.claimant(), persons=persons,
+                                   faces=faces, images=images, **extra)
+    ending = Exception if undone_on_error else GalleryError
+    try:
+        yield intent_id
+    except ending:
+        store.end_intent(intent_id)
+        raise
+    store.end_intent(intent_id)
 
 
 def refuse_during_recluster(store: Store) -> None:
@@ -184,6 +212,31 @@ def quality_of(face: Doc) -> float:
 
 
 _COUNT_FIELDS = {"image_id": 1, "is_manual_assignment": 1, "quality_score": 1, "image_seq": 1}
+
+
+def reconcile_person(store: Store, person_id: str) -> str:
+    """Make a person agree with its faces, whatever a killed writer left; returns what was
+    done: ``"deleted"`` (no face), ``"restored"`` (faces, no person), ``"recounted"`` (counts
+    or thumbnail were wrong) or ``""`` (it was right)."""
+    faces = store.faces_of_person(person_id, projection=_COUNT_FIELDS)
+    if not faces:
+        if store.find_person(person_id) is None:
+            return ""
+        return "deleted" if delete_if_empty(store, person_id) else "recounted"
+    person = store.find_person(person_id)
+    if person is None:
+        restore_person(store, person_id)
+        return "restored"
+    counts = _counts(faces)
+    own = {f["_id"] for f in faces}
+    if person.get("thumbnail_face_id") in own:
+        # Any face of its own resolves; only a missing one is replaced by the best.
+        counts.pop("thumbnail_face_id")
+        counts.pop("thumbnail_quality")
+    if all(person.get(k) == v for k, v in counts.items()):
+        return ""
+    store.set_person_fields(person_id, counts)
+    return "recounted"
 
 
 def recount_person(store: Store, person_id: str) -> None:

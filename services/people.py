@@ -1,10 +1,11 @@
 """Persons and the faces in them, as the API shows and changes them: listing, naming,
 moving and merging.
 
-A face's ``person_id`` is the source of truth. Each change writes it first, then adjusts the
-persons' counters (:mod:`services.bookkeeping`), then logs the change for every worker's
+A face's ``person_id`` is the source of truth. Each change is journalled first (an intent
+naming its faces and persons, also one about to be created), writes the face, then adjusts
+the persons' counters (:mod:`services.bookkeeping`), then logs the change for every worker's
 embedding index, then deletes a person left without faces (the API reports that as
-auto-cleanup).
+auto-cleanup), and last clears the intent. Repair recounts what a killed change named.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def move_face(store: Store, face_id: str, target_person_id: str) -> Doc:
     if target["_id"] == face["person_id"]:
         raise ValidationError("The face already belongs to this person",
                               details={"face_id": face["_id"], "person_id": target["_id"]})
-    source_deleted = _reassign(store, face, target["_id"])
+    with bookkeeping.journal(store, "move", faces=[face["_id"]],
+                             persons=[face["person_id"], target["_id"]]):
+        source_deleted = _reassign(store, face, target["_id"])
     return {"face_id": face["_id"], "from_person_id": face["person_id"],
             "to_person_id": target["_id"], "is_manual_assignment": True,
             "source_person_deleted": source_deleted}
@@ -157,12 +160,16 @@ def move_face_to_new(store: Store, face_id: str, name: t.Any = None) -> Doc:
     face = store.get_face(face_id)
     person = bookkeeping.new_person_doc(store, name=clean)
     person["named_by_user"] = clean is not None
-    store.insert_persons([person])
-    try:
-        source_deleted = _reassign(store, face, person["_id"])
-    except BaseException:
-        bookkeeping.delete_if_empty(store, person["_id"])  # the face went away meanwhile
-        raise
+    # Named before it is written: a kill between the person and the face leaves an intent
+    # whose repair deletes the empty person, never a "Person N" listed for good.
+    with bookkeeping.journal(store, "move_to_new", faces=[face["_id"]],
+                             persons=[face["person_id"], person["_id"]]):
+        store.insert_persons([person])
+        try:
+            source_deleted = _reassign(store, face, person["_id"])
+        except BaseException:
+            bookkeeping.delete_if_empty(store, person["_id"])  # the face went away meanwhile
+            raise
     return {"face_id": face["_id"], "old_person_id": face["person_id"],
             "new_person_id": person["_id"], "new_person_name": person["name"],
             "is_manual_assignment": True, "source_person_deleted": source_deleted}
@@ -190,12 +197,14 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
                 f"Image {face['image_id']} would hold two faces of one person after the merge",
                 details={"image_id": face["image_id"], "face_id": face["_id"]})
         seen.add(face["image_id"])
-    for face in moving:
-        _reassign(store, face, target["_id"], delete_empty=False)
     deleted = []
-    for source in sources:
-        if bookkeeping.delete_if_empty(store, source["_id"]):
-            deleted.append(source["_id"])
+    with bookkeeping.journal(store, "merge", faces=[f["_id"] for f in moving],
+                             persons=[target["_id"], *(s["_id"] for s in sources)]):
+        for face in moving:
+            _reassign(store, face, target["_id"], delete_empty=False)
+        for source in sources:
+            if bookkeeping.delete_if_empty(store, source["_id"]):
+                deleted.append(source["_id"])
     person = store.get_person(target["_id"])
     return {"person_id": target["_id"], "name": person["name"], "faces_moved": len(moving),
             "persons_deleted": deleted, "face_count": person["face_count"]}

@@ -204,8 +204,13 @@ def delete_image(store: Store, image_id: str) -> Doc:
     """Delete an image with its faces; persons left without faces are deleted too."""
     bookkeeping.refuse_during_recluster(store)
     image_id = store.get_image(image_id)["_id"]
-    before = store.start_image_delete(image_id, processes.claimant())
-    if before is None or before.get("status") != "ready":
-        # Gone, still uploading, or another request is deleting it right now.
-        raise DocumentNotFoundError.for_id("Image", image_id)
-    return bookkeeping.remove_image(store, image_id)
+    faces = store.faces_of_image(image_id)
+    # Repair finishes a delete whose process is gone, and recounts these persons.
+    with bookkeeping.journal(store, "delete_image", images=[image_id],
+                             faces=[f["_id"] for f in faces],
+                             persons=[f["person_id"] for f in faces]):
+        before = store.start_image_delete(image_id, processes.claimant())
+        if before is None or before.get("status") != "ready":
+            # Gone, still uploading, or another request is deleting it right now.
+            raise DocumentNotFoundError.for_id("Image", image_id)
+        return bookkeeping.remove_image(store, image_id)

@@ -77,7 +77,7 @@ def owner_is_gone(name: str, claimed_at: datetime, beat: Doc | None, moment: dat
         if is_local(name):
             return False
         return (moment - beat["seen_at"]).total_seconds() > stale_beat_seconds
-    return (moment - claimed_at).total_seconds() > fallback_seconds
+    return (moment - claimed_at).total_seconds() >= fallback_seconds
 
 
 def claim_is_abandoned(store: Store, name: str, claimed_at: datetime, *,

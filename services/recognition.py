@@ -131,8 +131,11 @@ def recluster(gallery: Gallery, *, eps: float, min_samples: int,
     if not store.acquire_lock(RECLUSTER_LOCK, holder, RECLUSTER_LOCK_TTL):
         raise ConflictError("A re-clustering is already running; try again when it ends")
     try:
-        result = _recluster_locked(store, eps=eps, min_samples=min_samples,
-                                   preserve_manual=preserve_manual)
+        # It may touch every person: repair of a killed one recounts them all, and releases
+        # the lock when its process is gone.
+        with bookkeeping.journal(store, "recluster", lock=[RECLUSTER_LOCK, holder]):
+            result = _recluster_locked(store, eps=eps, min_samples=min_samples,
+                                       preserve_manual=preserve_manual)
     finally:
         store.release_lock(RECLUSTER_LOCK, holder)
     gallery.sync_index()  # reload this worker's index now, not on the next request

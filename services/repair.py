@@ -55,7 +55,9 @@ def background_pass(store: Store, *,
     of the indexed image status and one of the (few) upload leases, then the heartbeats of
     their processes. Another process's repair running already is not waited for.
     """
-    if not _find_abandoned(store, storage.now(), stale_after_seconds):
+    moment = storage.now()
+    if (not _find_abandoned(store, moment, stale_after_seconds)
+            and not any(_abandoned_intents(store, moment, stale_after_seconds))):
         return None
     return run(store, stale_after_seconds=stale_after_seconds, full=False, wait_seconds=0.0)
 
@@ -88,13 +90,18 @@ def run(store: Store, *, dry_run: bool = False,
 
 def _report(dry_run: bool) -> Doc:
     return {"dry_run": dry_run, "uploads_undone": [], "deletes_finished": [],
-            "image_numbers_recovered": 0, "leases_released": [], "orphan_crops_removed": 0}
+            "image_numbers_recovered": 0, "leases_released": [], "orphan_crops_removed": 0,
+            "intents_finished": []}
 
 
 def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float) -> Doc:
+    report = _report(dry_run)
+    # Intents first: finishing one settles its upload or delete, so the scan below does not
+    # see it again.
+    report["intents_finished"] = finish_intents(store, stale_after_seconds=stale_after_seconds,
+                                                dry_run=dry_run)
     moment = storage.now()
     found = _find_abandoned(store, moment, stale_after_seconds)
-    report = _report(dry_run)
     for image in found.uploads:
         if not dry_run:
             _undo_upload(store, image["_id"])
@@ -154,6 +161,102 @@ def _find_abandoned(store: Store, moment: dt.datetime, stale_after_seconds: floa
         deletes=[image for image in deleting
                  if gone(image, image.get("deleting_at") or image["created_at"])],
         live_leases=[lease for lease in leases if lease not in dead_leases])
+
+
+# -- intents: operations killed between their writes ---------------------------------------
+
+def finish_intents(store: Store, *, stale_after_seconds: float = processes.FALLBACK_SECONDS,
+                   dry_run: bool = False) -> list[str]:
+    """Finish or undo each journalled operation whose process is gone, then make every person
+    it named agree with its faces; also finish a reset killed mid-wipe.
+
+    An intent is abandoned by the rule claims follow (:func:`processes.owner_is_gone`, with
+    ``stale_after_seconds`` for owners nothing can be judged by). Returns ``op:intent id`` of
+    each one handled (``reset`` for a reset). Safe to run again if killed itself: nothing is
+    removed from an intent before the persons it found are added to it.
+    """
+    intents, mark = _abandoned_intents(store, storage.now(), stale_after_seconds)
+    handled = [f"{intent['op']}:{intent['_id']}" for intent in intents]
+    if mark is not None:
+        handled.append("reset")
+    if not dry_run:
+        for intent in intents:
+            _finish(store, intent)
+        if mark is not None:
+            _finish_reset(store, mark)
+    return handled
+
+
+def _abandoned_intents(store: Store, moment: dt.datetime, stale_after_seconds: float
+                       ) -> tuple[list[Doc], Doc | None]:
+    """The open intents whose owner is gone, and the reset mark if its owner is gone."""
+    intents = store.open_intents()
+    mark = store.reset_mark()
+    # The mark's holder is ``host:pid:token`` (services/catalog.py).
+    mark_owner = mark["holder"].rsplit(":", 1)[0] if mark is not None else ""
+    owners = {intent["owner"] for intent in intents} | {mark_owner}
+    beats = store.process_beats(sorted(owners - {""})) if intents or mark else {}
+
+    def gone(owner: str, started: dt.datetime) -> bool:
+        return processes.owner_is_gone(owner, started, beats.get(owner), moment,
+                                       fallback_seconds=stale_after_seconds)
+
+    return ([intent for intent in intents if gone(intent["owner"], intent["started_at"])],
+            mark if mark is not None and gone(mark_owner, mark["taken_at"]) else None)
+
+
+def _finish(store: Store, intent: Doc) -> None:
+    op = intent["op"]
+    if op == "recluster":
+        # Its moves are not logged one by one: every worker reloads (a new epoch).
+        _reconcile_everyone(store)
+        store.new_epoch()
+        name, holder = intent.get("lock", ["", ""])
+        if name and processes.claimant_is_gone(intent["owner"]):
+            store.release_lock(name, holder)
+        store.end_intent(intent["_id"])
+        return
+    face_ids = list(intent.get("faces", []))
+    faces = store.faces_with_ids(face_ids)
+    persons = list(dict.fromkeys([*intent.get("persons", []), *(f["person_id"] for f in faces)]))
+    if len(persons) > len(intent.get("persons", [])):
+        store.add_intent_persons(intent["_id"], persons)  # before anything is deleted
+    for image_id in intent.get("images", []):
+        image = store.find_image(image_id)
+        if op == "upload":
+            # Not acknowledged unless ready: undone, as an error would have undone it.
+            if image is None or image.get("status") != "ready":
+                bookkeeping.undo_upload(store, image_id, ())
+                store.delete_faces(face_ids)  # crops written before their faces were
+                store.release_hash(intent.get("sha256", ""), image_id)
+            store.end_writing(image_id)
+        elif op == "delete_image" and image is not None and image.get("status") == "deleting":
+            bookkeeping.remove_image(store, image_id)  # hidden already: finished
+            store.delete_faces(face_ids)  # a crop whose face went just before the kill
+    # Every worker's embedding index learns where each face is now (or that it is gone).
+    where = {f["_id"]: f["person_id"] for f in store.faces_with_ids(face_ids)}
+    store.log_face_changes([(face_id, where.get(face_id, "")) for face_id in face_ids])
+    for person_id in persons:
+        bookkeeping.reconcile_person(store, person_id)
+    store.end_intent(intent["_id"])
+
+
+def _reconcile_everyone(store: Store) -> None:
+    persons = {p["_id"] for p in store.iter_persons({"_id": 1})}
+    persons |= {f["person_id"] for f in store.iter_faces({}, {"person_id": 1})}
+    for person_id in persons:
+        bookkeeping.reconcile_person(store, person_id)
+
+
+def _finish_reset(store: Store, mark: Doc) -> None:
+    """Wipe again what a killed reset left, unless photos were stored since its mark expired
+    (they were acknowledged): then only the persons are made to agree with the faces."""
+    if store.image_created_after(mark["taken_at"]):
+        _reconcile_everyone(store)
+    else:
+        store.reset()
+    store.new_epoch()
+    store.end_reset(mark["holder"])
 
 
 def counts(report: Doc) -> dict[str, int]:

@@ -15,8 +15,12 @@ filters (unassigned references are ``""``); no big ``skip`` on large collections
 their ``seq`` instead); counters are denormalised and changed with ``$inc``; blobs live in
 sibling collections with the same ``_id``; embeddings are float32 bytes; datetimes are naive UTC
 truncated to milliseconds; the driver gets projections and filters of its own, never a shared
-dict (mongomock writes into the ones it is given). There are no transactions, so the services
-write in an order that a crash can only leave half-done in ways :meth:`Store.repair` finishes.
+dict (mongomock writes into the ones it is given). There are no transactions, so each operation
+that changes persons and faces is journalled first (an *intent*, :meth:`Store.begin_intent`)
+and :func:`services.repair.finish_intents` recounts what a killed one named.
+
+Tests kill a process after a chosen write with :class:`WriteFault` (armed per store,
+:meth:`Store.arm_fault`; nothing is wrapped while it is off).
 """
 
 from __future__ import annotations
@@ -72,6 +76,13 @@ _FACE_LIGHT: Mapping[str, int] = MappingProxyType({"embedding": 0})
 
 class DuplicateKeyError(Exception):
     """An insert hit an existing ``_id``."""
+
+
+class SimulatedCrash(BaseException):
+    """The process "died" after a chosen write (:class:`WriteFault`).
+
+    A BaseException, as a kill is not an error: no ``except Exception`` of ours handles it,
+    and every write attempted after it (a ``finally``'s clean-up) raises it again."""
 
 
 def new_id() -> str:
@@ -914,3 +925,131 @@ class Store:
         if doc is None or (now() - doc["taken_at"]).total_seconds() > doc.get("ttl", 0):
             return None
         return doc["holder"]
+
+    # -- intents: operations journalled before their first write (services/repair.py) ----
+    # One insert before and one delete after each operation on persons and faces; what a
+    # killed operation leaves is found here and finished or undone by repair.
+
+    def begin_intent(self, op: str, *, owner: str, persons: Iterable[str] = (),
+                     faces: Iterable[str] = (), images: Iterable[str] = (),
+                     **extra: t.Any) -> str:
+        """Journal an operation about to write; returns the intent's id for :meth:`end_intent`.
+
+        ``owner`` is the process (``host:pid``); ``persons`` includes persons not yet created.
+        """
+        intent_id = new_id()
+        self._insert("intents", {"_id": intent_id, "op": op, "owner": owner,
+                                 "persons": list(persons), "faces": list(faces),
+                                 "images": list(images), "started_at": now(), **extra})
+        return intent_id
+
+    def add_intent_persons(self, intent_id: str, person_ids: Iterable[str]) -> None:
+        """Name more persons in an intent (repair records what it found before it deletes)."""
+        doc = self.db.intents.find_one({"_id": intent_id})
+        if doc is not None:
+            named = list(dict.fromkeys([*doc.get("persons", []), *person_ids]))
+            self.db.intents.update_one({"_id": intent_id}, {"$set": {"persons": named}})
+
+    def faces_with_ids(self, face_ids: list[str]) -> list[Doc]:
+        """``{_id, person_id, image_id}`` of those of ``face_ids`` that exist."""
+        if not face_ids:
+            return []
+        return list(self.db.faces.find({"_id": {"$in": list(face_ids)}},
+                                       {"person_id": 1, "image_id": 1}))
+
+    def end_intent(self, intent_id: str) -> None:
+        self.db.intents.delete_one({"_id": intent_id})
+
+    def open_intents(self) -> list[Doc]:
+        """Every intent not yet ended: operations running now, or killed while they were."""
+        return sorted(self.db.intents.find({}), key=lambda d: d["started_at"])
+
+    def reset_mark(self) -> Doc | None:
+        """``{holder, taken_at, ttl}`` of the reset running (or killed while it was), if any."""
+        return self.db.gallery.find_one({"_id": _RESET})
+
+    def image_created_after(self, moment: datetime) -> bool:
+        """True when an image was stored after ``moment`` (a scan: repair only)."""
+        return self.db.images.find_one({"created_at": {"$gt": moment}}) is not None
+
+    # -- fault injection (tests) ---------------------------------------------------------
+
+    def arm_fault(self, fault: WriteFault) -> None:
+        """Count this store's database writes through ``fault`` until :meth:`disarm_fault`."""
+        self.disarm_fault()
+        self.db = _FaultyDatabase(self.db, fault)
+
+    def disarm_fault(self) -> None:
+        if isinstance(self.db, _FaultyDatabase):
+            self.db = self.db.raw
+
+
+class WriteFault:
+    """Counts database writes; after write number ``after`` the process dies.
+
+    ``die`` is what dying is: by default :class:`SimulatedCrash` is raised, so the same store
+    can be inspected (mongomock loses everything with its process); a subprocess passes
+    ``os._exit``-like functions for a real kill. ``after=None`` only counts.
+    """
+
+    def __init__(self, after: int | None = None,
+                 die: t.Callable[[int], None] | None = None) -> None:
+        self.after = after
+        self.writes = 0
+        self._die = die
+
+    def before_write(self) -> None:
+        # A dead process writes nothing more: a finally's clean-up raises again.
+        if self.after is not None and self.writes >= self.after:
+            self.kill()
+
+    def after_write(self) -> None:
+        self.writes += 1
+        if self.after is not None and self.writes >= self.after:
+            self.kill()
+
+    def kill(self) -> None:
+        if self._die is not None:
+            self._die(self.writes)
+        raise SimulatedCrash(f"killed after database write {self.after}")
+
+
+#: Collection methods that write; each call is one write to :class:`WriteFault`.
+_WRITE_METHODS = frozenset({
+    "insert_one", "insert_many", "update_one", "update_many", "replace_one", "delete_one",
+    "delete_many", "find_one_and_update", "find_one_and_delete", "find_one_and_replace",
+    "bulk_write"})
+
+
+class _FaultyDatabase:
+    """A database whose collections count their writes (only while a fault is armed)."""
+
+    def __init__(self, raw: t.Any, fault: WriteFault) -> None:
+        self.raw, self._fault = raw, fault
+
+    def __getitem__(self, name: str) -> _FaultyCollection:
+        return _FaultyCollection(self.raw[name], self._fault)
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name.startswith("_") or name in {"command", "client", "name"}:
+            return getattr(self.raw, name)
+        return self[name]
+
+
+class _FaultyCollection:
+    def __init__(self, raw: t.Any, fault: WriteFault) -> None:
+        self._raw, self._fault = raw, fault
+
+    def __getattr__(self, name: str) -> t.Any:
+        attribute = getattr(self._raw, name)
+        if name not in _WRITE_METHODS:
+            return attribute
+        fault = self._fault
+
+        def write(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            fault.before_write()
+            result = attribute(*args, **kwargs)
+            fault.after_write()
+            return result
+
+        return write

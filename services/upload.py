@@ -2,9 +2,10 @@
 
 One decode per upload; the bytes' sha256 finds duplicates before any decoding. Writes go in an
 order that a crash or an error can only leave half done in ways that are cleaned up (here on
-error, by :func:`repair.run` after a crash): the image's blob, then its metadata marked
-``pending``, then new persons, then face crops and faces, then the counters of existing
-persons, and only then ``ready``. Lists show ready images only.
+error, by :func:`repair.run` after a crash): an intent naming the image, its faces and the
+persons it may create, the image's blob, then its metadata marked ``pending``, then new
+persons, then face crops and faces, then the counters of existing persons, then ``ready``, and
+last the intent is removed. Lists show ready images only.
 
 Uploads and ``DELETE /reset`` exclude each other: an upload reads the gallery's generation
 before its analysis and writes under a lease that a reset waits for; an upload that meets a
@@ -91,19 +92,30 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
     store = gallery.store
     image_id = storage.new_id()
     claimant = processes.claimant()
-    if not store.begin_writing(image_id, generation, claimant):
-        raise ConflictError("The gallery is being reset or was reset while this photo was "
-                            "analysed; nothing was stored: upload it again",
-                            details={"reason": "reset"})
-    try:
-        return _write_analysis(gallery, analysis, filename, image_id, claimant, album=album,
-                               section=section, started=started)
-    finally:
-        store.end_writing(image_id)
+    # Ids chosen now so the intent names everything before it exists: each face, and the
+    # person it gets if it matches nobody (unused ids are harmless to repair).
+    face_ids = [storage.new_id() for _ in analysis.faces]
+    new_person_ids = [storage.new_id() for _ in analysis.faces]
+    # The intent comes first and goes last, so the lease, the pending image and new persons
+    # are never left by a killed upload without it.
+    with bookkeeping.journal(store, "upload", persons=new_person_ids, faces=face_ids,
+                             images=[image_id], sha256=analysis.sha256,
+                             undone_on_error=True):
+        if not store.begin_writing(image_id, generation, claimant):
+            raise ConflictError("The gallery is being reset or was reset while this photo "
+                                "was analysed; nothing was stored: upload it again",
+                                details={"reason": "reset"})
+        try:
+            return _write_analysis(gallery, analysis, filename, image_id, claimant,
+                                   album=album, section=section, started=started,
+                                   ids=(face_ids, new_person_ids))
+        finally:
+            store.end_writing(image_id)
 
 
 def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, image_id: str,
-                    claimant: str, *, album: str, section: str, started: float) -> Doc:
+                    claimant: str, *, album: str, section: str, started: float,
+                    ids: tuple[list[str], list[str]]) -> Doc:
     store, settings = gallery.store, gallery.settings
     # Read under the lease: no reset can empty the gallery between this and the writes.
     index = gallery.sync_index()
@@ -144,7 +156,7 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
     try:
         store.insert_image(image_doc, {"_id": image_id, "mime_type": analysis.mime_type,
                                        "original_image_base64": blob_uri})
-        faces = _write_faces(store, image_doc, analysis.faces, choices, touched)
+        faces = _write_faces(store, image_doc, analysis.faces, choices, touched, ids)
         store.set_image_fields(image_id, {"status": "ready"})
     except BaseException:
         log.exception("upload of %s failed; removing what was written", filename)
@@ -318,10 +330,13 @@ def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
 
 
 def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
-                 choices: list[tuple[str | None, float | None]], touched: list[str]) -> list[Doc]:
+                 choices: list[tuple[str | None, float | None]], touched: list[str],
+                 ids: tuple[list[str], list[str]]) -> list[Doc]:
     """Write new persons, crops and faces, then count them on existing persons.
 
-    ``touched`` receives every person id written to, so a failure can be cleaned up.
+    ``ids``: each face's id, and the id of the person it gets if it matches nobody (both
+    named in the upload's intent). ``touched`` receives every person id written to, so a
+    failure can be cleaned up.
     """
     if not found:
         return []
@@ -330,12 +345,14 @@ def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
     face_docs, crop_docs, results = [], [], []
     new_persons: list[Doc] = []
     existing: list[tuple[str, float, str]] = []
+    face_ids, new_person_ids = ids
     for i, (face, (person_id, _distance)) in enumerate(zip(found, choices, strict=True)):
-        face_id = storage.new_id()
+        face_id = face_ids[i]
         new_person = person_id is None
         if new_person:
             person = bookkeeping.new_person_doc(store, face_count=1, thumbnail_face_id=face_id,
-                                           thumbnail_quality=face.quality)
+                                                thumbnail_quality=face.quality)
+            person["_id"] = new_person_ids[i]
             new_persons.append(person)
             person_id = person["_id"]
             touched.append(person_id)

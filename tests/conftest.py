@@ -59,6 +59,7 @@ def empty(store: Store) -> None:
     store.db.counters.delete_many({})
     store.db.gallery.delete_many({})
     store.db.processes.delete_many({})  # heartbeats outlive resets, not tests
+    store.db.intents.delete_many({})  # a reset keeps them (services/repair.py)
 
 
 @pytest.fixture(scope="session")
