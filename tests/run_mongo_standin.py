@@ -1,9 +1,10 @@
 """Run the mongodb-marked tests against the MongoDB stand-in, then stop it (``make test``).
 
 Starts ``tests/mongo_standin.py`` under the stand-in's virtualenv on a loopback port the
-kernel picks (port 0, read back from its log), waits until it answers, runs ``pytest -m
-mongodb`` in its own process with ``TEST_MONGODB_URI`` pointing at it (and
-``TEST_MONGODB_STANDIN=1``, for xfails on the stand-in's known gaps), and stops the server
+kernel picks (port 0, read back from its log), waits until it answers, runs the mongodb-marked
+tests but the ``not_on_standin`` ones in a pytest process of their own, with
+``TEST_MONGODB_URI`` pointing at it and ``TEST_MONGODB_STANDIN=1`` (tests/conftest.py: xfails on
+the stand-in's known gaps, and dlib analyses each distinct picture once), and stops the server
 whatever happens. When the stand-in cannot run (not installed, no port, no answer) the run is
 skipped with the reason: that is not a test failure. When ``TEST_MONGODB_URI`` is already set,
 a real server is there and the main test run covers these tests, so nothing runs here.
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "tests" / "mongo_standin.py"
 #: How long the server may take to listen (it starts in about a second).
 START_SECONDS = 30.0
+#: The mongodb-marked tests but those whose cost is dlib or processes, not storage calls.
+SELECTION = "mongodb and not not_on_standin"
 #: What nx-27017 0.8.1 logs once bound; with port 0 the kernel chose a free port, named here.
 LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)$", re.MULTILINE)
 
@@ -97,7 +100,7 @@ def run(python: str, pytest_args: list[str]) -> int:
                   f"{time.monotonic() - started:.1f} s)", flush=True)
             env = {**os.environ, "TEST_MONGODB_URI": f"mongodb://127.0.0.1:{port}/",
                    "TEST_MONGODB_STANDIN": "1"}
-            tests = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "mongodb",
+            tests = subprocess.Popen([sys.executable, "-m", "pytest", "-m", SELECTION,
                                       *pytest_args], cwd=ROOT, env=env)
             try:
                 return tests.wait()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from tests import photos
 from tests.invariants import check_invariants
 
@@ -66,6 +68,8 @@ def test_import_fails_when_nothing_could_be_imported(app, tmp_path):
     assert run(app, "import", str(empty)).exit_code == 1
 
 
+# The workers only analyse (no database); the writes are test_import_reports_progress...'s.
+@pytest.mark.not_on_standin
 def test_import_with_its_own_worker_processes(app, store, tmp_path):
     folder = photo_folder(tmp_path)
     result = run(app, "import", str(folder), "-r", "--workers", "2")

@@ -241,12 +241,16 @@ def test_a_stopping_worker_puts_its_job_back_in_the_queue(jobs_app, client, stor
         if position == 2:
             seen.append(job_of(client, job_id))
 
+    started = time.monotonic()
     assert jobs.run_job(gallery, job_id, before_record=look_at_the_last_file) == "done"
+    took = time.monotonic() - started
     running = seen[0]
     assert (running["status"], running["processed"], running["percent"]) == \
         ("running", 2, 66.7)
-    # One file done in this run so far, one left: about as long again as it has taken.
-    assert running["eta_seconds"] > 0 and running["heartbeat_at"]
+    # One file done in this run so far, one left: about as long again as it has taken, so
+    # at most this whole run, in tenths of a second (0.0 when files take under 50 ms, as
+    # with the stand-in run's memo of dlib's results, tests/conftest.py).
+    assert 0 <= running["eta_seconds"] <= took + 0.1 and running["heartbeat_at"]
     job = job_of(client, job_id)
     assert (job["processed"], job["succeeded"], job["attempts"]) == (3, 3, 1)
     assert [r["filename"] for r in job["results"]] == ["a.jpg", "h.jpg", "g.jpg"]

@@ -70,6 +70,7 @@ def test_photo_without_faces_is_stored(client):
     assert stats["images_without_faces"] == 1 and stats["images_with_faces"] == 0
 
 
+@pytest.mark.not_on_standin  # image geometry; test_exif_is_extracted stores EXIF there
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_photo_still_finds_its_face(client, orientation):
     data = photos.with_exif_orientation(photos.hopper_rgb(), orientation)
@@ -105,6 +106,7 @@ def test_exif_is_extracted(client):
     assert outside["total"] == 0
 
 
+@pytest.mark.not_on_standin  # decoding: four new pictures for dlib, one ordinary upload each
 def test_formats_are_decided_by_bytes(client):
     assert upload(client, photos.as_png(photos.hopper_rgb()), "h.png")["faces_detected"] == 1
     assert upload(client, photos.as_webp(photos.astronaut_rgb()), "a.webp")["faces_detected"] \
