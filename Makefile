@@ -43,8 +43,10 @@ worker: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
+## The main suite on TEST_WORKERS processes (xdist; default one per core): it is bound by dlib.
+TEST_WORKERS ?= auto
 test: install-dev lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 ## schemathesis against a live server on the embedded store, every operation and check
 ## (schemathesis.toml), bounded by FUZZ_TIME seconds; `make test` runs a short one in-process.
