@@ -12,6 +12,7 @@ from routes.common import ok
 from routes.common import send_bytes
 from routes.images import JPEG
 from routes.schemas import envelope
+from services import corrections
 from services import people
 
 bp = APIBlueprint("faces", __name__, tag="Faces")
@@ -58,6 +59,30 @@ def move_face_to_new(face_id: str, body: dict[str, t.Any]):
     return _moved(people.move_face_to_new(gallery().store, face_id,
                                           body.get("new_person_name")),
                   "Face moved to a new person")
+
+
+@bp.put("/<face_id>/reject")
+@bp.input(schemas.RejectBody, arg_name="body")
+@bp.output(envelope(schemas.Rejected))
+@bp.doc(responses={409: "a re-clustering is running"})
+def reject_face(face_id: str, body: dict[str, t.Any]):
+    """Not this person: move the face into a new person and keep it out of `person_id` for good.
+
+    `person_id` defaults to the face's person and must be it (400 otherwise). Uploads,
+    re-clustering and merges never put the face back; a hand move into that person forgets
+    the rejection. The body is optional.
+    """
+    return ok(corrections.reject_face(gallery().store, face_id, body.get("person_id")),
+              "Face rejected from the person")
+
+
+@bp.delete("/<face_id>/reject")
+@bp.input(schemas.RejectQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.RejectionsForgotten))
+def forget_face_rejection(face_id: str, query: dict[str, t.Any]):
+    """Forget that the face is not `person_id` (every rejection of the face without it)."""
+    return ok(corrections.forget_rejection(gallery().store, face_id, query.get("person_id")),
+              "Rejection forgotten")
 
 
 def _moved(result: dict, message: str):

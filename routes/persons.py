@@ -12,6 +12,7 @@ from routes.common import ok
 from routes.common import send_bytes
 from routes.images import JPEG
 from routes.schemas import envelope
+from services import corrections
 from services import people
 
 bp = APIBlueprint("persons", __name__, tag="Persons")
@@ -49,11 +50,13 @@ def rename_person(person_id: str, body: dict[str, t.Any]):
 @bp.put("/<person_id>/merge")
 @bp.input(schemas.MergeBody, arg_name="body")
 @bp.output(envelope(schemas.Merged))
-@bp.doc(responses={409: "two faces of one photo would end in one person, or a "
-                        "re-clustering is running"})
+@bp.doc(responses={409: "two faces of one photo would end in one person, a face would go "
+                        "back into a person it was rejected from, persons marked not-same "
+                        "without `force`, or a re-clustering is running"})
 def merge_persons(person_id: str, body: dict[str, t.Any]):
     """Move every face of `source_person_ids` into this person and delete the sources."""
-    result = people.merge_persons(gallery().store, person_id, body["source_person_ids"])
+    result = people.merge_persons(gallery().store, person_id, body["source_person_ids"],
+                                  force=body["force"])
     return ok(result, "Persons merged successfully")
 
 
@@ -64,3 +67,20 @@ def get_person_thumbnail(person_id: str):
     """The JPEG crop of the person's best-quality face."""
     data, mime_type, etag = people.person_thumbnail(gallery().store, person_id)
     return send_bytes(data, mime_type, etag, max_age=300)
+
+
+@bp.post("/<person_id>/not-same")
+@bp.input(schemas.NotSameBody, arg_name="body")
+@bp.output(envelope(schemas.NotSame))
+def mark_not_same(person_id: str, body: dict[str, t.Any]):
+    """Not the same people: re-clustering never joins them; merging them needs `force`."""
+    return ok(corrections.mark_not_same(gallery().store, person_id, body["other_person_id"]),
+              "Persons marked as different people")
+
+
+@bp.delete("/<person_id>/not-same/<other_id>")
+@bp.output(envelope(schemas.NotSame))
+def forget_not_same(person_id: str, other_id: str):
+    """Forget that two persons are different people."""
+    return ok(corrections.forget_not_same(gallery().store, person_id, other_id),
+              "Not-same record forgotten")

@@ -227,6 +227,8 @@ class RenameBody(_Body):
 class MergeBody(_Body):
     source_person_ids = fields.List(_id(), required=True,
                                     validate=validators.Length(min=1, max=1000))
+    force = Flag(load_default=False, metadata={
+        "description": "merge persons marked as different people (409 otherwise)"})
 
 
 class MoveBody(_Body):
@@ -235,6 +237,20 @@ class MoveBody(_Body):
 
 class MoveToNewBody(_Body):
     new_person_name = _name(100, allow_none=True)
+
+
+class RejectBody(_Body):
+    """Corrections that stick: "not this person"."""
+
+    person_id = _id("the person the face is not (default: its person now)")
+
+
+class RejectQuery(_Query):
+    person_id = _id("forget only this rejection (default: every rejection of the face)")
+
+
+class NotSameBody(_Body):
+    other_person_id = _id("a person who is somebody else", required=True)
 
 
 class AlbumCreate(_Body):
@@ -472,6 +488,8 @@ class Face(_Out):
 
 class PersonDetail(Person):
     faces = fields.List(fields.Nested(Face))
+    not_same = fields.List(fields.String(), metadata={
+        "description": "persons marked as different people"})
     images = fields.List(fields.Dict())
     faces_total = fields.Integer()
     images_total = fields.Integer()
@@ -506,6 +524,27 @@ class MovedToNew(_Out):
     new_person_name = fields.String()
     is_manual_assignment = fields.Boolean()
     source_person_deleted = fields.Boolean()
+
+
+class Rejected(_Out):
+    face_id = fields.String(required=True)
+    rejected_person_id = fields.String(required=True)
+    new_person_id = fields.String(required=True)
+    new_person_name = fields.String()
+    source_person_deleted = fields.Boolean()
+    rejected_from = fields.List(fields.String())
+
+
+class RejectionsForgotten(_Out):
+    face_id = fields.String(required=True)
+    forgotten = fields.List(fields.String(), required=True)
+    rejected_from = fields.List(fields.String())
+
+
+class NotSame(_Out):
+    person_id = fields.String(required=True)
+    other_person_id = fields.String(required=True)
+    not_same = fields.List(fields.String(), required=True)
 
 
 class Section(_Out):

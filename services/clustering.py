@@ -151,11 +151,15 @@ def cluster_faces(
     eps: float = DEFAULT_EPS,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     fixed: Sequence[str | None] | None = None,
+    cannot_link: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
 ) -> Labels:
     """Group all faces into persons by constrained average linkage; labels 0..k-1 by first face.
 
     ``fixed[i]`` is the person the user fixed face ``i`` to, or None: faces fixed to one
     person share a label, faces fixed to different persons never do, nor faces of one image.
+    Each ``(a, b)`` of ``cannot_link`` lists face indices: no face of ``a`` shares a label
+    with a face of ``b`` (the user's "not this person" and "not the same people"), unless
+    both are fixed to one person (the user's latest word wins).
     """
     x = np.asarray(embeddings, dtype=np.float32)
     n = len(x)
@@ -164,6 +168,7 @@ def cluster_faces(
     x = x.reshape(n, -1)
     image = np.unique(np.asarray(image_ids), return_inverse=True)[1].reshape(n)
     anchor = _anchor_codes(fixed, n)
+    apart = _cannot_link_pairs(cannot_link, n)
     rows, cols, dist = _radius_pairs(x, eps)
     # Must-link: chain the faces of each fixed person, whatever their distance.
     fixed_faces = np.flatnonzero(anchor >= 0)
@@ -182,15 +187,17 @@ def cluster_faces(
     for members in np.split(order, np.cumsum(sizes)[:-1]):
         if len(members) < 2:
             continue
+        local = _local_pairs(apart, members, n)
         if len(members) <= MAX_BLOCK:
-            sub = _linkage_block(x[members], image[members], anchor[members], eps)
+            sub = _linkage_block(x[members], image[members], anchor[members], eps, local)
         else:
             sub = _cluster_large(x[members], image[members], anchor[members],
-                                 graph[members][:, members], eps)
+                                 graph[members][:, members], eps, local)
         labels[members] = sub + next_label
         next_label += int(sub.max()) + 1
     if min_samples > 1:
-        labels = _absorb_small(labels, rows, cols, dist, image, anchor, min_samples, eps)
+        labels = _absorb_small(labels, rows, cols, dist, image, anchor, min_samples, eps,
+                               apart)
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first))[inverse.reshape(n)].astype(np.intp)
 
@@ -199,28 +206,35 @@ def match_clusters_to_persons(
     labels: npt.ArrayLike,
     current_person_ids: Sequence[str | None],
     fixed: Sequence[str | None] | None = None,
+    forbidden: Sequence[Collection[str]] | None = None,
 ) -> tuple[dict[int, str | None], dict[int, list[str]]]:
     """Map each cluster to an old person id (None: a new person) and list the persons merged in.
 
-    An old person that keeps no cluster is reported as merged into the cluster holding most
-    of its faces (ties to the smaller label).
+    ``forbidden[i]`` lists the persons face ``i`` may not be in: its cluster never becomes
+    one of them. An old person that keeps no cluster is reported as merged into the cluster
+    holding most of its faces (ties to the smaller label).
     """
     lab = [int(v) for v in np.asarray(labels).ravel()]
     if len(current_person_ids) != len(lab):
         raise ValueError("current_person_ids needs one entry per face")
+    if forbidden is not None and len(forbidden) != len(lab):
+        raise ValueError("forbidden needs one entry per face")
     mapping: dict[int, str | None] = dict.fromkeys(sorted(set(lab)))
+    banned: dict[int, set[str]] = {label: set() for label in mapping}
+    for label, persons in zip(lab, forbidden or [()] * len(lab), strict=True):
+        banned[label].update(persons)
     used: set[str] = set()
     for label, person in zip(lab, [None] * len(lab) if fixed is None else fixed, strict=True):
         if person is None or mapping[label] == person:
             continue
-        if mapping[label] is not None or person in used:
+        if mapping[label] is not None or person in used or person in banned[label]:
             raise ValueError(f"fixed person {person} is split or shares a cluster")
         mapping[label] = person
         used.add(person)
     pairs = zip(lab, current_person_ids, strict=True)
     overlap = Counter((label, p) for label, p in pairs if p is not None)
     for (label, person), _ in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0])):
-        if mapping[label] is None and person not in used:
+        if mapping[label] is None and person not in used and person not in banned[label]:
             mapping[label] = person
             used.add(person)
     merged: dict[int, list[str]] = {label: [] for label in mapping}
@@ -266,6 +280,32 @@ def _anchor_codes(fixed: Sequence[str | None] | None, n: int) -> Labels:
     return np.asarray(codes, dtype=np.intp)
 
 
+def _cannot_link_pairs(
+    cannot_link: Sequence[tuple[Sequence[int], Sequence[int]]] | None, n: int
+) -> tuple[Labels, Labels]:
+    """Every face pair ``(i, j)`` kept apart by ``cannot_link``, both orders, i != j."""
+    parts = [np.zeros((2, 0), dtype=np.intp)]
+    for a, b in cannot_link or ():
+        left, right = np.asarray(a, dtype=np.intp), np.asarray(b, dtype=np.intp)
+        if np.any((left < 0) | (left >= n)) or np.any((right < 0) | (right >= n)):
+            raise ValueError("cannot_link names a face index out of range")
+        i, j = np.repeat(left, len(right)), np.tile(right, len(left))
+        parts += [np.stack([i, j]), np.stack([j, i])]
+    pairs = np.unique(np.concatenate(parts, axis=1), axis=1)
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    return pairs[0], pairs[1]
+
+
+def _local_pairs(apart: tuple[Labels, Labels], members: Labels, n: int
+                 ) -> tuple[Labels, Labels]:
+    """The pairs of ``apart`` inside ``members``, as positions in ``members``."""
+    local = np.full(n, -1, dtype=np.intp)
+    local[members] = np.arange(len(members))
+    i, j = local[apart[0]], local[apart[1]]
+    inside = (i >= 0) & (j >= 0)
+    return i[inside], j[inside]
+
+
 def _radius_pairs(x: np.ndarray, radius: float) -> tuple[Labels, Labels, np.ndarray]:
     """Face pairs ``i < j`` within ``radius`` and their distances, in bounded row bands."""
     n = len(x)
@@ -285,18 +325,24 @@ def _radius_pairs(x: np.ndarray, radius: float) -> tuple[Labels, Labels, np.ndar
     return rows.astype(np.intp), cols.astype(np.intp), dist
 
 
-def _linkage_block(x: np.ndarray, image: Labels, anchor: Labels, eps: float) -> Labels:
+def _linkage_block(x: np.ndarray, image: Labels, anchor: Labels, eps: float,
+                   apart: tuple[Labels, Labels] | None = None) -> Labels:
     """Exact constrained average linkage of a few thousand faces at most; labels from 0."""
     d = pdist(x.astype(np.float64))
     i, j = np.triu_indices(len(x), 1)  # pdist's pair order
     both_fixed = (anchor[i] >= 0) & (anchor[j] >= 0)
     d[(image[i] == image[j]) | (both_fixed & (anchor[i] != anchor[j]))] = _APART
+    if apart is not None and len(apart[0]):
+        low, high = np.minimum(*apart), np.maximum(*apart)
+        m = len(x)  # pdist's index of the pair (low, high), low < high:
+        d[m * low - low * (low + 1) // 2 + (high - low - 1)] = _APART
     d[both_fixed & (anchor[i] == anchor[j])] = 0.0  # after _APART: fixed wins over same image
     return (fcluster(linkage(d, "average"), eps, criterion="distance") - 1).astype(np.intp)
 
 
 def _cluster_large(
-    x: np.ndarray, image: Labels, anchor: Labels, graph: csr_matrix, eps: float
+    x: np.ndarray, image: Labels, anchor: Labels, graph: csr_matrix, eps: float,
+    apart: tuple[Labels, Labels],
 ) -> Labels:
     """Average linkage of a component too large for one matrix: exact blocks, then merges."""
     # Each fixed person starts as one group, as its zero distances make it in one matrix;
@@ -310,16 +356,18 @@ def _cluster_large(
         if len(block) == 1:
             sub = np.zeros(1, dtype=np.intp)
         else:
-            sub = _linkage_block(x[block], image[block], anchor[block], eps * _BLOCK_CUT)
+            sub = _linkage_block(x[block], image[block], anchor[block], eps * _BLOCK_CUT,
+                                 _local_pairs(apart, block, len(x)))
         init[block] = sub + offset
         offset += int(sub.max()) + 1
     rows, cols = graph.nonzero()
-    return _merge_groups(x.astype(np.float64), image, anchor, init, rows, cols, eps)
+    return _merge_groups(x.astype(np.float64), image, anchor, init, rows, cols, eps, apart)
 
 
 def _merge_groups(
     x: np.ndarray, image: Labels, anchor: Labels, init: Labels,
     rows: np.ndarray, cols: np.ndarray, eps: float,
+    apart: tuple[Labels, Labels] | None = None,
 ) -> Labels:
     """Merge neighbouring groups by exact mean distance until no allowed pair is <= eps."""
     ids, counts = np.unique(init, return_counts=True)
@@ -327,6 +375,11 @@ def _merge_groups(
     members = dict(zip(ids.tolist(), by_group, strict=True))
     images = {g: set(image[m].tolist()) for g, m in members.items()}
     anchors = {g: set(anchor[m].tolist()) - {-1} for g, m in members.items()}
+    # The groups each group may never join (cannot-link), kept current through merges.
+    enemies: dict[int, set[int]] = {g: set() for g in members}
+    for a, b in zip(*(init[side] for side in apart or ((), ())), strict=True):
+        if a != b:
+            enemies[int(a)].add(int(b))
     sums: dict[int, dict[int, float]] = {g: {} for g in members}
     version = dict.fromkeys(members, 0)
     heap: list[tuple[float, int, int, int, int]] = []
@@ -339,6 +392,8 @@ def _merge_groups(
 
     def offer(a: int, b: int) -> None:
         if images[a] & images[b] or (anchors[a] and anchors[b] and anchors[a] != anchors[b]):
+            return
+        if b in enemies[a] and not (anchors[a] and anchors[a] == anchors[b]):
             return
         mean = sums[a][b] / (len(members[a]) * len(members[b]))
         if mean <= eps:
@@ -357,6 +412,11 @@ def _merge_groups(
         members[a] = np.concatenate([members[a], members.pop(b)])
         images[a] |= images.pop(b)
         anchors[a] |= anchors.pop(b)
+        for c in enemies.pop(b):
+            enemies[c].discard(b)
+            if c != a:
+                enemies[c].add(a)
+                enemies[a].add(c)
         version[a] += 1
         for c in sums[a]:
             offer(a, c)
@@ -379,6 +439,7 @@ def _merge_groups(
 def _absorb_small(
     labels: Labels, rows: Labels, cols: Labels, dist: np.ndarray,
     image: Labels, anchor: Labels, min_samples: int, eps: float,
+    apart: tuple[Labels, Labels] = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)),
 ) -> Labels:
     """Move faces of groups below ``min_samples`` (no fixed face) to their nearest face's group."""
     labels = labels.copy()
@@ -399,7 +460,9 @@ def _absorb_small(
         face, target = int(a[k]), int(labels[b[k]])
         if face in moved:
             continue
-        if image[face] not in taken[target]:
+        # A face never joins a group holding a face it is kept apart from.
+        if image[face] not in taken[target] and not np.any(
+                labels[apart[1][apart[0] == face]] == target):
             taken[target].add(int(image[face]))
             labels[face] = target
             moved.add(face)

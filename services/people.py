@@ -19,6 +19,7 @@ from errors import DocumentNotFoundError
 from errors import ValidationError
 from services import bookkeeping
 from services import catalog
+from services import corrections
 from services import imaging
 from services import storage
 from services.storage import Store
@@ -88,6 +89,7 @@ def get_person(store: Store, person_id: str, *, limit: int = 50, offset: int = 0
                     "height": i["height"], **catalog.image_urls(i["_id"]),
                     "created_at": i["created_at"]} for i in page_images if i],
         "faces_total": len(faces), "images_total": len(image_ids),
+        "not_same": store.not_same_of(person["_id"]),
         "limit": limit, "offset": offset,
     }
 
@@ -147,6 +149,7 @@ def move_face(store: Store, face_id: str, target_person_id: str) -> Doc:
                               details={"face_id": face["_id"], "person_id": target["_id"]})
     with bookkeeping.journal(store, "move", faces=[face["_id"]],
                              persons=[face["person_id"], target["_id"]]):
+        corrections.forget_on_move(store, face["_id"], target["_id"])
         source_deleted = _reassign(store, face, target["_id"])
     return {"face_id": face["_id"], "from_person_id": face["person_id"],
             "to_person_id": target["_id"], "is_manual_assignment": True,
@@ -175,8 +178,12 @@ def move_face_to_new(store: Store, face_id: str, name: t.Any = None) -> Doc:
             "is_manual_assignment": True, "source_person_deleted": source_deleted}
 
 
-def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
-    """Move every face of the source persons into the target, then delete the sources."""
+def merge_persons(store: Store, target_id: str, source_ids: t.Any, *,
+                  force: bool = False) -> Doc:
+    """Move every face of the source persons into the target, then delete the sources.
+
+    ``force`` merges persons marked as different people (409 otherwise).
+    """
     if not isinstance(source_ids, list) or not source_ids or not all(
             isinstance(s, str) for s in source_ids):
         raise ValidationError("'source_person_ids' must be a non-empty list of ids",
@@ -197,9 +204,12 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any) -> Doc:
                 f"Image {face['image_id']} would hold two faces of one person after the merge",
                 details={"image_id": face["image_id"], "face_id": face["_id"]})
         seen.add(face["image_id"])
+    source_list = [s["_id"] for s in sources]
+    overridden = corrections.check_merge(store, [target["_id"], *source_list], force=force)
     deleted = []
     with bookkeeping.journal(store, "merge", faces=[f["_id"] for f in moving],
                              persons=[target["_id"], *(s["_id"] for s in sources)]):
+        corrections.carry_over(store, target["_id"], source_list, overridden)
         for face in moving:
             _reassign(store, face, target["_id"], delete_empty=False)
         for source in sources:

@@ -22,6 +22,7 @@ from errors import FaceDetectionError
 from services import bookkeeping
 from services import budget
 from services import clustering
+from services import corrections
 from services import imaging
 from services import people
 from services import storage
@@ -155,13 +156,17 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     try:
         log.info("re-clustering %d faces (eps %.2f, min_samples %d): %.1f s reading",
                  len(faces), eps, min_samples, time.perf_counter() - started)
+        # The user's "not this person" and "not the same people" enter as cannot-link.
+        cannot_link, forbidden = corrections.constraints_for(store, faces)
         labels = clustering.cluster_faces(embeddings, [f["image_id"] for f in faces], eps=eps,
-                                          min_samples=min_samples, fixed=fixed)
+                                          min_samples=min_samples, fixed=fixed,
+                                          cannot_link=cannot_link)
         # Manual faces shape the clusters (faces fixed to different persons never share one)
         # and vote like any face, but never move: a cluster goes to the person holding most
         # of its faces, so one face a user moved out of "Eileen" does not drag Eileen's other
         # faces after it.
-        owners, absorbed = clustering.match_clusters_to_persons(labels, current)
+        owners, absorbed = clustering.match_clusters_to_persons(labels, current,
+                                                                forbidden=forbidden)
     except (ValueError, MemoryError) as err:
         raise ClusteringError("Face clustering algorithm failed",
                               details={"reason": str(err)}) from err

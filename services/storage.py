@@ -26,6 +26,7 @@ Tests kill a process after a chosen write with :class:`WriteFault` (armed per st
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -61,7 +62,7 @@ _ID_PATTERN = re.compile(r"[0-9a-f]{24}")
 COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
     "persons", "albums", "sections", "counters", "locks",
-    "jobs", "job_files", "job_results", "upload_leases",
+    "jobs", "job_files", "job_results", "upload_leases", "rejections", "not_same",
 )
 #: Counters a reset keeps: image numbers never repeat, so two images never share one and
 #: paging by number stays exact across resets (the numbers before a reset are its floor).
@@ -108,6 +109,11 @@ def check_id(value: t.Any, kind: str = "id") -> str:
         raise ValidationError(f"Invalid ObjectId format for {kind}: {value!r}",
                               details={"field": kind})
     return value.lower()
+
+
+def _pair_id(kind: str, first: str, second: str) -> str:
+    """A 24-hex id fixed by a pair of ids, so a pair is stored once without a unique index."""
+    return hashlib.sha256(f"{kind}:{first}:{second}".encode()).hexdigest()[:24]
 
 
 def embedding_to_bytes(vector: np.ndarray) -> bytes:
@@ -236,6 +242,10 @@ class Store:
             db.jobs.create_index("status")
             db.job_files.create_index("job_id")
             db.job_results.create_index("job_id")
+            db.rejections.create_index("face_id")
+            db.rejections.create_index("person_id")
+            db.not_same.create_index("a")
+            db.not_same.create_index("b")
             if self.backend == "embedded":
                 self._warm_up()
             self._indexes_ready = True
@@ -559,6 +569,11 @@ class Store:
         returned to one caller only, so two deletes never both count it)."""
         deleted = []
         for face_id in face_ids:
+            # The face's corrections go first: a kill in between leaves a face without them,
+            # never a correction naming a face that is gone. Looked up first, so a gallery
+            # without corrections makes the writes it always made.
+            if self.db.rejections.find_one({"face_id": face_id}) is not None:
+                self.db.rejections.delete_many({"face_id": face_id})
             face = self.db.faces.find_one_and_delete({"_id": face_id})
             self.db.face_crops.delete_one({"_id": face_id})
             if face is not None:
@@ -702,6 +717,13 @@ class Store:
             persons.update_one({"_id": person_id}, {"$set": {"thumbnail_face_id": face_id}})
 
     def delete_person(self, person_id: str) -> None:
+        """Delete a person and, first, the corrections naming it (ids are never reused, so
+        they could never apply again)."""
+        if self.db.rejections.find_one({"person_id": person_id}) is not None:
+            self.db.rejections.delete_many({"person_id": person_id})
+        for side in ("a", "b"):
+            if self.db.not_same.find_one({side: person_id}) is not None:
+                self.db.not_same.delete_many({side: person_id})
         self.db.persons.delete_one({"_id": person_id})
 
     def persons_page(self, *, name_prefix: str, sort: str, descending: bool, limit: int,
@@ -718,6 +740,58 @@ class Store:
 
     def iter_persons(self, projection: Mapping[str, int] | None = None) -> Iterator[Doc]:
         return iter(self.db.persons.find({}, _fields(projection)))
+
+    # -- corrections: "not this person" and "not the same people" ---------------------------
+
+    def add_rejection(self, face_id: str, person_id: str) -> bool:
+        """Remember that a face is not this person; False if it was already remembered."""
+        # One id per pair makes the record idempotent on every backend (no unique index).
+        try:
+            self._insert("rejections", {"_id": _pair_id("r", face_id, person_id),
+                                        "face_id": face_id, "person_id": person_id,
+                                        "created_at": now()})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def remove_rejection(self, face_id: str, person_id: str) -> bool:
+        return self.db.rejections.delete_one(
+            {"_id": _pair_id("r", face_id, person_id)}).deleted_count > 0
+
+    def rejections_of_face(self, face_id: str) -> list[str]:
+        """The persons a face was rejected from."""
+        return [r["person_id"] for r in self.db.rejections.find({"face_id": face_id})]
+
+    def rejections_from_person(self, person_id: str) -> list[str]:
+        """The faces rejected from a person."""
+        return [r["face_id"] for r in self.db.rejections.find({"person_id": person_id})]
+
+    def all_rejections(self) -> list[tuple[str, str]]:
+        """Every (face, person) pair rejected."""
+        return [(r["face_id"], r["person_id"]) for r in self.db.rejections.find({})]
+
+    def add_not_same(self, person_id: str, other_id: str) -> bool:
+        """Remember that two persons are different people; False if already remembered."""
+        a, b = sorted((person_id, other_id))
+        try:
+            self._insert("not_same", {"_id": _pair_id("n", a, b), "a": a, "b": b,
+                                      "created_at": now()})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def remove_not_same(self, person_id: str, other_id: str) -> bool:
+        a, b = sorted((person_id, other_id))
+        return self.db.not_same.delete_one({"_id": _pair_id("n", a, b)}).deleted_count > 0
+
+    def not_same_of(self, person_id: str) -> list[str]:
+        """The persons recorded as different people from this one, sorted."""
+        others = [d["b"] for d in self.db.not_same.find({"a": person_id})]
+        others += [d["a"] for d in self.db.not_same.find({"b": person_id})]
+        return sorted(others)
+
+    def all_not_same(self) -> list[tuple[str, str]]:
+        return [(d["a"], d["b"]) for d in self.db.not_same.find({})]
 
     # -- locks --------------------------------------------------------------------------
 

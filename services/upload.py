@@ -30,6 +30,7 @@ from errors import FileSizeError
 from errors import GalleryError
 from services import bookkeeping
 from services import clustering
+from services import corrections
 from services import imaging
 from services import ingest
 from services import people
@@ -122,7 +123,9 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
     embeddings, _, person_ids, _ = index.snapshot()
     choices = clustering.assign_faces(
         _stack([face.encoding for face in analysis.faces]), embeddings, person_ids,
-        tolerance=settings["FACE_RECOGNITION_TOLERANCE"])
+        tolerance=settings["FACE_RECOGNITION_TOLERANCE"],
+        forbidden=corrections.forbidden_for_new_faces(
+            store, index, [face.encoding for face in analysis.faces]))
 
     blob_uri = imaging.data_uri(analysis.stored, analysis.mime_type)
     if len(blob_uri) > MAX_BLOB_BYTES:

@@ -15,7 +15,8 @@ def check_invariants(store: Store) -> None:
     faces of one image never share a person; no two images share a number; no upload's
     write lease is left; a person's thumbnail is a face that exists (or none yet: the best is
     then shown); no operation's intent is left (each ends its own, repair those of the
-    dead).
+    dead); corrections name faces and persons that exist, and no face is in a person it
+    was rejected from.
     """
     db = store.db
     persons = {p["_id"]: p for p in db.persons.find({})}
@@ -58,6 +59,16 @@ def check_invariants(store: Store) -> None:
             f"image {image_id} face_count {image.get('face_count')} != {len(own)}")
         person_ids = [f["person_id"] for f in own]
         assert len(person_ids) == len(set(person_ids)), f"image {image_id}: two faces, one person"
+    where = {f["_id"]: f["person_id"] for f in faces}
+    for record in db.rejections.find({}):
+        assert record["face_id"] in where, f"rejection names missing face {record['face_id']}"
+        assert record["person_id"] in persons, (
+            f"rejection names missing person {record['person_id']}")
+        assert where[record["face_id"]] != record["person_id"], (
+            f"face {record['face_id']} is in the person it was rejected from")
+    for record in db.not_same.find({}):
+        assert record["a"] in persons and record["b"] in persons, (
+            f"not-same names a missing person: {record['a']}, {record['b']}")
     blob_ids = {b["_id"] for b in db.image_blobs.find({}, {"_id": 1})}
     assert blob_ids == set(images), "image blobs and images differ"
     crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}
