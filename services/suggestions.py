@@ -72,7 +72,9 @@ def group(embeddings: npt.ArrayLike, person_ids: npt.ArrayLike) -> Persons:
     counts = np.bincount(inverse, minlength=len(ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
     ordered = vectors[rows]
-    sums = np.add.reduceat(ordered, offsets[:-1], axis=0) if len(ids) else ordered[:0]
+    # Running sums differenced at the offsets: np.add.reduceat along rows is ~10x slower.
+    running = np.vstack([np.zeros((1, vectors.shape[1])), np.cumsum(ordered, axis=0)])
+    sums = running[offsets[1:]] - running[offsets[:-1]]
     return Persons(ids, ordered, offsets, rows, sums / np.maximum(counts, 1)[:, None])
 
 
@@ -187,15 +189,17 @@ def duplicate_pairs(persons: Persons, *, limit: int, max_distance: float,
     best, radius = _empty(), max_distance
     for low in range(0, n, band):
         high = min(low + band, n)
-        bounds = clustering.face_distances(centroids[low:high], centroids) - _SLACK
-        rows, cols = np.nonzero(bounds <= radius)
-        rows += low
-        upper = cols > rows  # each pair once
-        rows, cols = rows[upper], cols[upper]
+        # Only the columns right of the band's first row: each pair once, half the work;
+        # squared, so the square root is paid by the candidates alone.
+        squared = clustering.face_distances(centroids[low:high], centroids[low:], squared=True)
+        rows, cols = np.nonzero(squared <= (radius + _SLACK) ** 2)
+        found = np.sqrt(np.maximum(squared[rows, cols], 0.0)).astype(np.float64) - _SLACK
+        rows, cols = rows + low, cols + low
+        upper = cols > rows
+        rows, cols, found = rows[upper], cols[upper], found[upper]
         if len(excluded):
             fresh = ~np.isin(rows.astype(np.int64) * n + cols, excluded)
-            rows, cols = rows[fresh], cols[fresh]
-        found = bounds[rows - low, cols].astype(np.float64)
+            rows, cols, found = rows[fresh], cols[fresh], found[fresh]
         best = _best_first(persons, rows.astype(np.intp), cols.astype(np.intp), found,
                            limit=limit, radius=radius, best=best)
         if len(best[2]) == limit:
