@@ -13,6 +13,7 @@ from routes.common import send_bytes
 from routes.images import JPEG
 from routes.schemas import envelope
 from services import corrections
+from services import curation
 from services import people
 
 bp = APIBlueprint("faces", __name__, tag="Faces")
@@ -21,7 +22,7 @@ MOVE_CONFLICTS = {409: "the person already has a face of the same photo, or a re
                        "is running"}
 
 
-@bp.get("/<face_id>")
+@bp.get('/<id("review"):face_id>')
 @bp.output(JPEG, content_type="image/jpeg", description="The face's crop")
 @bp.doc(responses={304: "not modified"})
 def get_face_image(face_id: str):
@@ -90,3 +91,16 @@ def _moved(result: dict, message: str):
     if result["source_person_deleted"]:
         message += "; the emptied person was deleted"
     return ok(result, message)
+
+
+# -- review queue (issue 14) --------------------------------------------------------------
+# "review" is reserved in get_face_image's rule, so this path is never read as a face id.
+
+@bp.get("/review")
+@bp.input(schemas.PageQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.ReviewPage))
+def list_faces_to_review(query: dict[str, t.Any]):
+    """Automatic faces most likely in the wrong person first: far from their person,
+    alone in it, or of low quality; each with its person, distance and reasons."""
+    return ok(curation.review_queue(gallery(), limit=query["limit"], offset=query["offset"]),
+              "Review queue retrieved successfully")

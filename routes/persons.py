@@ -13,6 +13,7 @@ from routes.common import send_bytes
 from routes.images import JPEG
 from routes.schemas import envelope
 from services import corrections
+from services import curation
 from services import people
 
 bp = APIBlueprint("persons", __name__, tag="Persons")
@@ -29,7 +30,7 @@ def list_persons(query: dict[str, t.Any]):
     return ok(result, "Persons retrieved successfully")
 
 
-@bp.get("/<person_id>")
+@bp.get('/<id("suggestions"):person_id>')
 @bp.input(schemas.PageQuery, location="query", arg_name="query")
 @bp.output(envelope(schemas.PersonDetail))
 def get_person(person_id: str, query: dict[str, t.Any]):
@@ -84,3 +85,26 @@ def forget_not_same(person_id: str, other_id: str):
     """Forget that two persons are different people."""
     return ok(corrections.forget_not_same(gallery().store, person_id, other_id),
               "Not-same record forgotten")
+
+
+# -- merge suggestions (issue 14) ---------------------------------------------------------
+# "suggestions" is reserved in get_person's rule, so this path is never read as a person id.
+
+@bp.get("/suggestions")
+@bp.input(schemas.SuggestionPairsQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.SuggestedPairs))
+def list_suggested_pairs(query: dict[str, t.Any]):
+    """Pairs of persons most likely the same, closest first (average-linkage distance)."""
+    return ok(curation.suggest_pairs(gallery(), limit=query["limit"],
+                                     max_distance=query["max_distance"]),
+              "Merge suggestions retrieved successfully")
+
+
+@bp.get("/<person_id>/suggestions")
+@bp.input(schemas.SuggestionQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.Suggestions))
+def list_person_suggestions(person_id: str, query: dict[str, t.Any]):
+    """Persons most likely the same as this one, closest first (average-linkage distance)."""
+    return ok(curation.suggest_for_person(gallery(), person_id, limit=query["limit"],
+                                          max_distance=query.get("max_distance")),
+              "Merge suggestions retrieved successfully")

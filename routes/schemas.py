@@ -683,3 +683,82 @@ def envelope(data: type[Schema]) -> type[Schema]:
             "timestamp": fields.String(required=True),
         }, name=name)
     return _envelopes[name]
+
+
+# -- merge suggestions and the review queue (issue 14) -----------------------------------------
+
+def _distance(description: str, **kwargs: t.Any) -> fields.Float:
+    return fields.Float(validate=validators.Range(0.0, 2.0),
+                        metadata={"description": description}, **kwargs)
+
+
+class SuggestionQuery(_Query):
+    limit = fields.Integer(load_default=10, validate=validators.Range(1, 100),
+                           metadata={"description": "persons to return, 1-100"})
+    max_distance = _distance("largest average-linkage distance proposed (default: none)")
+
+
+class SuggestionPairsQuery(_Query):
+    limit = _limit()
+    max_distance = _distance("largest average-linkage distance proposed (default 0.7)",
+                             load_default=0.7)
+
+
+class Suggestion(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    face_count = fields.Integer()
+    distance = fields.Float(required=True, metadata={
+        "description": "mean distance between the two persons' faces (average linkage)"})
+    confidence = fields.Float(required=True)
+
+
+class Suggestions(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String()
+    suggestions = fields.List(fields.Nested(Suggestion), required=True)
+    limit = fields.Integer()
+    max_distance = fields.Float(allow_none=True)
+    persons_compared = fields.Integer()
+    processing_time = fields.Float()
+
+
+class SuggestedPair(Suggestion):
+    other_person_id = fields.String(required=True)
+    other_person_name = fields.String(allow_none=True)
+    other_face_count = fields.Integer()
+
+
+class SuggestedPairs(_Out):
+    pairs = fields.List(fields.Nested(SuggestedPair), required=True)
+    limit = fields.Integer()
+    max_distance = fields.Float()
+    persons_compared = fields.Integer()
+    processing_time = fields.Float()
+
+
+REVIEW_REASONS = ("far_from_person", "alone", "low_quality")
+
+
+class ReviewFace(_Out):
+    face_id = fields.String(required=True)
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    image_id = fields.String()
+    face_url = fields.String()
+    distance = fields.Float(allow_none=True, required=True, metadata={
+        "description": "mean distance to the person's other faces (null: alone)"})
+    quality_score = fields.Float(allow_none=True)
+    person_face_count = fields.Integer()
+    reason = fields.String(required=True, validate=validators.OneOf(REVIEW_REASONS))
+    reasons = fields.List(fields.String(validate=validators.OneOf(REVIEW_REASONS)))
+    score = fields.Float()
+
+
+class ReviewPage(_Out):
+    faces = fields.List(fields.Nested(ReviewFace), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer()
+    offset = fields.Integer()
+    tolerance = fields.Float()
+    low_quality = fields.Float()
