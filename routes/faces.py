@@ -60,6 +60,16 @@ def move_face_to_new(face_id: str, body: dict[str, t.Any]):
                   "Face moved to a new person")
 
 
+@bp.put("/<face_id>/confirm")
+@bp.output(envelope(schemas.Confirmed))
+@bp.doc(responses={409: "a re-clustering is running: retry in a few seconds"})
+def confirm_face(face_id: str):
+    """Confirm the face's person: an automatic assignment becomes manual, and re-clustering
+    keeps it there. Confirming a manual face changes nothing."""
+    result = people.confirm_face(gallery().store, face_id)
+    return ok(result, "Face was confirmed already" if result["was_manual"] else "Face confirmed")
+
+
 def _moved(result: dict, message: str):
     # Auto-cleanup is worth saying: the person the face left no longer exists.
     if result["source_person_deleted"]:
