@@ -114,7 +114,8 @@ def search_by_image(query: dict[str, t.Any], form: dict[str, t.Any]):
 def list_images(query: dict[str, t.Any]):
     """Images, newest upload first, filtered by album, section, persons and date.
 
-    `person_id` repeated: images showing all of them; with `only=true` no one else.
+    `person_id` repeated: images showing all of them; with `only=true` no one else
+    (`only=true` alone: images showing nobody).
     `exclude_person_id` (repeatable): images showing none of them.
     """
     result = photos.list_images(

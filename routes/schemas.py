@@ -152,7 +152,8 @@ class ImageListQuery(PageQuery):
     person_id = fields.List(_filter_id("only images showing this person"), metadata={
         "description": "only images showing this person; repeated: all of them"})
     only = fields.Boolean(load_default=False, metadata={
-        "description": "with `person_id`: no other person in the image"})
+        "description": "with `person_id`: no other person in the image; alone: images "
+                       "showing nobody"})
     exclude_person_id = fields.List(_filter_id("no image showing this person"), metadata={
         "description": "no image showing this person; repeatable"})
     date_from = QueryDate(metadata={"description": "taken (or uploaded) on or after"})

@@ -81,10 +81,10 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
     """Ready images, newest upload first, filtered by album, section, persons and photo date.
 
     ``person_id`` and ``person_ids``: images showing every one of them, and with ``only`` no
-    other person; ``exclude_person_ids``: images showing none of them.
+    other person (``only`` alone: images showing nobody); ``exclude_person_ids``: images
+    showing none of them.
 
     :raise DocumentNotFoundError: an album, section or person filtered on does not exist.
-    :raise ValidationError: ``only`` without a person.
     """
     query: Doc = {}
     if album_id:
@@ -99,9 +99,9 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
     wanted = _persons(store, [person_id or "", *person_ids])
     excluded = _persons(store, exclude_person_ids)
     if only and not wanted:
-        raise ValidationError("'only' needs a person_id: it keeps photos of exactly them",
-                              details={"field": "only"})
-    if wanted:
+        # Exactly no one: the photos without a face (which show no excluded person either).
+        page, total = store.images_page({**query, "face_count": 0}, limit, offset)
+    elif wanted:
         page, total = _images_of_persons(store, wanted, query, limit, offset, only=only,
                                          excluded=excluded)
     elif excluded:
