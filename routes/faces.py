@@ -86,6 +86,16 @@ def forget_face_rejection(face_id: str, query: dict[str, t.Any]):
               "Rejection forgotten")
 
 
+@bp.put("/<face_id>/confirm")
+@bp.output(envelope(schemas.Confirmed))
+@bp.doc(responses={409: "a re-clustering is running: retry in a few seconds"})
+def confirm_face(face_id: str):
+    """Confirm the face's person: an automatic assignment becomes manual, and re-clustering
+    keeps it there. Confirming a manual face changes nothing."""
+    result = people.confirm_face(gallery().store, face_id)
+    return ok(result, "Face was confirmed already" if result["was_manual"] else "Face confirmed")
+
+
 def _moved(result: dict, message: str):
     # Auto-cleanup is worth saying: the person the face left no longer exists.
     if result["source_person_deleted"]:

@@ -112,10 +112,16 @@ def search_by_image(query: dict[str, t.Any], form: dict[str, t.Any]):
 @bp.output(envelope(schemas.ImagePage))
 @bp.doc(responses={404: "the album, section or person filtered on does not exist"})
 def list_images(query: dict[str, t.Any]):
-    """Images, newest upload first, filtered by album, section, person and date."""
+    """Images, newest upload first, filtered by album, section, persons and date.
+
+    `person_id` repeated: images showing all of them; with `only=true` no one else
+    (`only=true` alone: images showing nobody).
+    `exclude_person_id` (repeatable): images showing none of them.
+    """
     result = photos.list_images(
         gallery().store, album_id=query.get("album_id") or None,
-        section_id=query.get("section_id") or None, person_id=query.get("person_id") or None,
+        section_id=query.get("section_id") or None, person_ids=query.get("person_id", []),
+        only=query["only"], exclude_person_ids=query.get("exclude_person_id", []),
         date_from=query.get("date_from"), date_to=query.get("date_to"),
         limit=query["limit"], offset=query["offset"])
     return ok(result, "Images retrieved successfully")

@@ -15,6 +15,7 @@ from routes.schemas import envelope
 from services import corrections
 from services import curation
 from services import people
+from services import profiles
 
 bp = APIBlueprint("persons", __name__, tag="Persons")
 
@@ -23,10 +24,16 @@ bp = APIBlueprint("persons", __name__, tag="Persons")
 @bp.input(schemas.PersonListQuery, location="query", arg_name="query")
 @bp.output(envelope(schemas.PersonPage))
 def list_persons(query: dict[str, t.Any]):
-    """Persons, most faces first; sorted by name or creation, filtered by name prefix."""
+    """Persons, most faces first; sorted by name or creation, filtered by name prefix.
+
+    Hidden persons are left out unless `include_hidden=true`; `favorite=true` lists
+    favorites only.
+    """
     result = people.list_persons(gallery().store, sort=query["sort"],
                                  order=query.get("order"), q=query["q"],
-                                 limit=query["limit"], offset=query["offset"])
+                                 limit=query["limit"], offset=query["offset"],
+                                 include_hidden=query["include_hidden"],
+                                 favorite=query["favorite"])
     return ok(result, "Persons retrieved successfully")
 
 
@@ -108,3 +115,12 @@ def list_person_suggestions(person_id: str, query: dict[str, t.Any]):
     return ok(curation.suggest_for_person(gallery(), person_id, limit=query["limit"],
                                           max_distance=query.get("max_distance")),
               "Merge suggestions retrieved successfully")
+
+
+@bp.put('/<id("suggestions"):person_id>')
+@bp.input(schemas.PersonUpdate, arg_name="body")
+@bp.output(envelope(schemas.Person))
+def update_person(person_id: str, body: dict[str, t.Any]):
+    """Set any of a person's name, `hidden`, `favorite`, `birth_date` and `cover_face_id`."""
+    return ok(profiles.update_person(gallery().store, person_id, body),
+              "Person updated successfully")

@@ -30,7 +30,7 @@ from services import text
 
 MAX_LIMIT = 500
 #: The change schemas, documented with ``minProperties: 1`` (routes.contract).
-UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate")
+UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate", "PersonUpdate")
 JOB_STATUSES = ("receiving", "queued", "running", "done", "failed", "cancelled")
 RESET_WARNING = ("Reset deletes every image, face, person, album and section: confirm with "
                  "?confirm=true")
@@ -149,7 +149,13 @@ def _filter_id(description: str) -> fields.String:
 class ImageListQuery(PageQuery):
     album_id = _filter_id("only images in this album")
     section_id = _filter_id("only images in this section")
-    person_id = _filter_id("only images showing this person")
+    person_id = fields.List(_filter_id("only images showing this person"), metadata={
+        "description": "only images showing this person; repeated: all of them"})
+    only = fields.Boolean(load_default=False, metadata={
+        "description": "with `person_id`: no other person in the image; alone: images "
+                       "showing nobody"})
+    exclude_person_id = fields.List(_filter_id("no image showing this person"), metadata={
+        "description": "no image showing this person; repeatable"})
     date_from = QueryDate(metadata={"description": "taken (or uploaded) on or after"})
     date_to = QueryDate(end_of_day=True, metadata={
         "description": "taken (or uploaded) on or before; a bare date includes that day"})
@@ -218,10 +224,26 @@ class PersonListQuery(PageQuery):
     order = fields.String(validate=validators.OneOf(["asc", "desc"]),
                           metadata={"description": "default desc, asc for name"})
     q = _text(200, load_default="", metadata={"description": "name prefix, case-insensitive"})
+    include_hidden = fields.Boolean(load_default=False,
+                                    metadata={"description": "list hidden persons too"})
+    favorite = fields.Boolean(load_default=False, metadata={"description": "favorites only"})
 
 
 class RenameBody(_Body):
     name = _name(100, required=True)
+
+
+class PersonUpdate(Update):
+    """Any of a person's own fields; the others stay as they are."""
+
+    name = _name(100)
+    hidden = Flag(metadata={"description": "left out of `GET /persons/` unless "
+                                           "`include_hidden=true`"})
+    favorite = Flag()
+    birth_date = fields.Date(allow_none=True, metadata={
+        "description": "ISO date, not in the future; null clears it"})
+    cover_face_id = _id("one of this person's faces, shown as its thumbnail while it is "
+                        "the person's; null: the best face again", allow_none=True)
 
 
 class MergeBody(_Body):
@@ -460,6 +482,10 @@ class Person(_Out):
     named_by_user = fields.Boolean()
     thumbnail_url = _nullable_str()
     thumbnail_face_id = _nullable_str()
+    hidden = fields.Boolean()
+    favorite = fields.Boolean()
+    birth_date = fields.Date(allow_none=True)
+    cover_face_id = _nullable_str(metadata={"description": "the face chosen as thumbnail"})
     created_at = fields.String()
     updated_at = fields.String()
 
@@ -484,6 +510,11 @@ class Face(_Out):
     assigned_by = fields.String(validate=validators.OneOf(["auto", "manual"]))
     face_url = fields.String()
     created_at = fields.String()
+
+
+class Confirmed(Face):
+    was_manual = fields.Boolean(metadata={"description": "true: it was manual already, "
+                                                         "nothing changed"})
 
 
 class PersonDetail(Person):

@@ -27,6 +27,11 @@ PERSON_LOCK_WAIT = 5.0
 PERSON_LOCK_TTL = 30.0
 #: Held while every face is re-clustered; hand corrections wait for it (409 meanwhile).
 RECLUSTER_LOCK = "recluster"
+#: The ``thumbnail_quality`` of a cover chosen by hand (``PUT /persons/{id}``). No face scores
+#: above 1, so :meth:`Store.offer_thumbnail`'s ``$max`` never replaces a cover, while every
+#: path that picks the best face anew (the thumbnail face left, a recount) writes a real
+#: quality and so ends the cover: one field holds both, and nothing else must be kept in step.
+COVER_QUALITY = 1e6
 
 Doc = dict[str, t.Any]
 
@@ -118,6 +123,12 @@ def refresh_thumbnail(store: Store, person_id: str) -> None:
     store.set_person_fields(person_id, {
         "thumbnail_face_id": best["_id"] if best else "",
         "thumbnail_quality": quality_of(best) if best else -1.0})
+
+
+def cover_of(person: Doc) -> str | None:
+    """The face chosen by hand as the person's thumbnail, if one is."""
+    chosen = float(person.get("thumbnail_quality", -1.0)) >= COVER_QUALITY
+    return (person.get("thumbnail_face_id") or None) if chosen else None
 
 
 def remove_image(store: Store, image_id: str) -> Doc:
@@ -245,6 +256,12 @@ def recount_person(store: Store, person_id: str) -> None:
     if not faces:
         store.delete_person(person_id)
         return
-    if store.find_person(person_id) is None:
+    person = store.find_person(person_id)
+    if person is None:
         return
-    store.set_person_fields(person_id, _counts(faces))
+    counts = _counts(faces)
+    if cover_of(person) in {f["_id"] for f in faces}:
+        # A cover chosen by hand stays while its face is the person's.
+        counts.pop("thumbnail_face_id")
+        counts.pop("thumbnail_quality")
+    store.set_person_fields(person_id, counts)

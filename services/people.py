@@ -48,6 +48,10 @@ def person_summary(person: Doc) -> Doc:
         "named_by_user": person.get("named_by_user", False),
         "thumbnail_url": f"/faces/{thumbnail}" if thumbnail else None,
         "thumbnail_face_id": thumbnail or None,
+        "hidden": bool(person.get("hidden", False)),
+        "favorite": bool(person.get("favorite", False)),
+        "birth_date": person.get("birth_date") or None,
+        "cover_face_id": bookkeeping.cover_of(person),
         "created_at": person["created_at"], "updated_at": person["updated_at"],
     }
 
@@ -60,8 +64,12 @@ def clean_person_name(name: t.Any, field: str = "name") -> str:
 # -- reading ------------------------------------------------------------------------------
 
 def list_persons(store: Store, *, sort: str = "face_count", order: str | None = None,
-                 q: str = "", limit: int = 50, offset: int = 0) -> Doc:
-    """Persons sorted by ``sort``; ``q`` keeps names starting with it (case-insensitive)."""
+                 q: str = "", limit: int = 50, offset: int = 0, include_hidden: bool = False,
+                 favorite: bool = False) -> Doc:
+    """Persons sorted by ``sort``; ``q`` keeps names starting with it (case-insensitive).
+
+    Hidden persons are left out unless ``include_hidden``; ``favorite`` keeps favorites only.
+    """
     if sort not in PERSON_SORTS:
         raise ValidationError(f"'sort' must be one of {', '.join(sorted(PERSON_SORTS))}",
                               details={"field": "sort"})
@@ -70,7 +78,8 @@ def list_persons(store: Store, *, sort: str = "face_count", order: str | None = 
     if order not in {"asc", "desc"}:
         raise ValidationError("'order' must be asc or desc", details={"field": "order"})
     persons, total = store.persons_page(name_prefix=q.strip(), sort=sort,
-                                        descending=order == "desc", limit=limit, offset=offset)
+                                        descending=order == "desc", limit=limit, offset=offset,
+                                        include_hidden=include_hidden, favorite_only=favorite)
     return {"persons": [person_summary(p) for p in persons], "total": total, "limit": limit,
             "offset": offset, "sort": sort, "order": order}
 
@@ -251,3 +260,22 @@ def _reassign(store: Store, face: Doc, person_id: str, *, delete_empty: bool = T
                                      delete_empty=delete_empty)
 
 
+def confirm_face(store: Store, face_id: str) -> Doc:
+    """Confirm a face's person by hand: an automatic assignment becomes manual, which
+    re-clustering keeps; a manual one is left as it is. Returns the face, and ``was_manual``."""
+    bookkeeping.refuse_during_recluster(store)
+    face = store.get_face(face_id)
+    was_manual = bool(face.get("is_manual_assignment"))
+    if not was_manual:
+        # The flag and the counter are two writes: a kill between them leaves the intent,
+        # whose repair recounts the person's manual faces.
+        with bookkeeping.journal(store, "confirm", faces=[face["_id"]],
+                                 persons=[face["person_id"]]):
+            before = store.confirm_face(face["_id"])
+            if before is None:
+                raise DocumentNotFoundError.for_id("Face", face["_id"])
+            # Counted from what the face really was: a move may have made it manual meanwhile.
+            was_manual = bool(before.get("is_manual_assignment"))
+            if not was_manual:
+                store.adjust_person_counts(before["person_id"], 0, 0, manual=1)
+    return {**get_face(store, face["_id"]), "was_manual": was_manual}

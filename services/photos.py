@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import typing as t
+from collections.abc import Iterable
 from datetime import datetime
 
 from errors import DocumentNotFoundError
@@ -74,8 +75,17 @@ def image_summary(image: Doc, faces: list[Doc]) -> Doc:
 
 def list_images(store: Store, *, album_id: str | None = None, section_id: str | None = None,
                 person_id: str | None = None, date_from: datetime | None = None,
-                date_to: datetime | None = None, limit: int = 50, offset: int = 0) -> Doc:
-    """Ready images, newest upload first, filtered by album, section, person and photo date."""
+                date_to: datetime | None = None, limit: int = 50, offset: int = 0,
+                person_ids: Iterable[str] = (), only: bool = False,
+                exclude_person_ids: Iterable[str] = ()) -> Doc:
+    """Ready images, newest upload first, filtered by album, section, persons and photo date.
+
+    ``person_id`` and ``person_ids``: images showing every one of them, and with ``only`` no
+    other person (``only`` alone: images showing nobody); ``exclude_person_ids``: images
+    showing none of them.
+
+    :raise DocumentNotFoundError: an album, section or person filtered on does not exist.
+    """
     query: Doc = {}
     if album_id:
         query["album_id"] = store.get_album(album_id)["_id"]
@@ -86,9 +96,19 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
         # Both bounds always: the embedded store narrows by an index only on a closed range.
         query["photo_date"] = {"$gte": date_from or datetime(1, 1, 1),
                                "$lte": date_to or datetime(9999, 12, 31)}
-    if person_id:
-        page, total = _images_of_person(store, store.get_person(person_id)["_id"], query,
-                                        limit, offset)
+    wanted = _persons(store, [person_id or "", *person_ids])
+    excluded = _persons(store, exclude_person_ids)
+    if only and not wanted:
+        # Exactly no one: the photos without a face (which show no excluded person either).
+        page, total = store.images_page({**query, "face_count": 0}, limit, offset)
+    elif wanted:
+        page, total = _images_of_persons(store, wanted, query, limit, offset, only=only,
+                                         excluded=excluded)
+    elif excluded:
+        # Every image but those showing an excluded person: a filter on ids, as no index
+        # answers "none of these persons".
+        shown = sorted(_image_ids_of(store, excluded))
+        page, total = store.images_page({**query, "_id": {"$nin": shown}}, limit, offset)
     elif query:
         page, total = store.images_page(query, limit, offset)
     else:
@@ -98,10 +118,36 @@ def list_images(store: Store, *, album_id: str | None = None, section_id: str | 
     return {"images": items, "total": total, "limit": limit, "offset": offset}
 
 
-def _images_of_person(store: Store, person_id: str, query: Doc, limit: int, offset: int
-                      ) -> tuple[list[Doc], int]:
-    faces = store.faces_of_person(person_id, projection={"image_id": 1, "image_seq": 1})
+def _persons(store: Store, person_ids: Iterable[str]) -> list[str]:
+    """The ids of the persons named (empty ones skipped: `?person_id=` filters nothing), each
+    checked to exist, in order, without repeats."""
+    return list(dict.fromkeys(store.get_person(p)["_id"] for p in person_ids if p))
+
+
+def _image_ids_of(store: Store, person_ids: Iterable[str]) -> set[str]:
+    return {f["image_id"] for p in person_ids
+            for f in store.faces_of_person(p, projection={"image_id": 1})}
+
+
+def _images_of_persons(store: Store, person_ids: list[str], query: Doc, limit: int,
+                       offset: int, *, only: bool = False, excluded: Iterable[str] = ()
+                       ) -> tuple[list[Doc], int]:
+    # The first person's images come newest first; the others' narrow them down.
+    faces = store.faces_of_person(person_ids[0], projection={"image_id": 1, "image_seq": 1})
     image_ids = list(dict.fromkeys(f["image_id"] for f in faces))
+    if len(person_ids) > 1:
+        # An image holding every one of them holds a face of each: intersect their images.
+        for other in person_ids[1:]:
+            theirs = _image_ids_of(store, [other])
+            image_ids = [i for i in image_ids if i in theirs]
+    if excluded:
+        shown = _image_ids_of(store, excluded)
+        image_ids = [i for i in image_ids if i not in shown]
+    if only and image_ids:
+        # Exactly them: no face of anyone else (each of them has one face per photo at most).
+        everyone = set(person_ids)
+        image_ids = [i for i, own in store.faces_of_images(image_ids).items()
+                     if {f["person_id"] for f in own} <= everyone]
     if not query:
         chosen = image_ids[offset: offset + limit]
         found = [store.find_image(i) for i in chosen]

@@ -611,6 +611,16 @@ class Store:
                       "assigned_by": "manual", "updated_at": now()}},
             return_document=ReturnDocument.BEFORE)
 
+    def confirm_face(self, face_id: str) -> Doc | None:
+        """Mark a face's assignment manual where it is, atomically; returns the face as it was
+        before (None if it is gone). The person is not in the filter: a face moved meanwhile is
+        confirmed in the person it is in now, and the caller counts it there."""
+        return self.db.faces.find_one_and_update(
+            {"_id": face_id},
+            {"$set": {"is_manual_assignment": True, "assigned_by": "manual",
+                      "updated_at": now()}},
+            return_document=ReturnDocument.BEFORE)
+
     def start_image_delete(self, image_id: str, claimant: str) -> Doc | None:
         """Mark an image ``deleting`` by ``claimant`` (``host:pid``), atomically; returns it as
         it was before (None if gone).
@@ -727,11 +737,13 @@ class Store:
         self.db.persons.delete_one({"_id": person_id})
 
     def persons_page(self, *, name_prefix: str, sort: str, descending: bool, limit: int,
-                     offset: int) -> tuple[list[Doc], int]:
+                     offset: int, include_hidden: bool = True,
+                     favorite_only: bool = False) -> tuple[list[Doc], int]:
         persons = self.db.persons
         query: Doc = {}
         if name_prefix:
             query = {"name_lc": {"$regex": "^" + re.escape(name_prefix.lower())}}
+        query.update(_person_flags(include_hidden, favorite_only))
         total = persons.count_documents(query)
         direction = -1 if descending else 1
         field = {"name": "name_lc"}.get(sort, sort)
@@ -1056,6 +1068,18 @@ class Store:
     def disarm_fault(self) -> None:
         if isinstance(self.db, _FaultyDatabase):
             self.db = self.db.raw
+
+
+def _person_flags(include_hidden: bool, favorite_only: bool) -> Doc:
+    """The filter on a person's ``hidden`` and ``favorite`` flags. Persons made before the
+    flags existed have no such fields: ``$nin: [True]`` matches a missing field on every
+    backend, where equality with False would not (and ``$ne`` is not used here)."""
+    query: Doc = {}
+    if not include_hidden:
+        query["hidden"] = {"$nin": [True]}
+    if favorite_only:
+        query["favorite"] = True
+    return query
 
 
 class WriteFault:
