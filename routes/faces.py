@@ -14,6 +14,7 @@ from routes.images import JPEG
 from routes.schemas import envelope
 from services import corrections
 from services import curation
+from services import face_edits
 from services import people
 
 bp = APIBlueprint("faces", __name__, tag="Faces")
@@ -29,6 +30,18 @@ def get_face_image(face_id: str):
     """The face's JPEG crop."""
     data, mime_type, etag = people.face_crop(gallery().store, face_id)
     return send_bytes(data, mime_type, etag, max_age=31536000)
+
+
+@bp.delete('/<id("review"):face_id>')
+@bp.output(envelope(schemas.FaceDeleted))
+@bp.doc(responses={409: "a re-clustering is running: retry in a few seconds"})
+def delete_face(face_id: str):
+    """Delete a false face; its person is deleted if emptied. Its box is kept on the image,
+    so a later detection there is not stored again."""
+    result = face_edits.delete_face(gallery().store, face_id)
+    message = "Face deleted" + ("; the emptied person was deleted"
+                                if result["person_deleted"] else "")
+    return ok(result, message)
 
 
 @bp.get("/<face_id>/info")

@@ -18,6 +18,7 @@ from routes.common import ok
 from routes.common import send_bytes
 from routes.common import uploaded_files
 from routes.schemas import envelope
+from services import face_edits
 from services import jobs
 from services import photos
 from services import recognition
@@ -132,6 +133,25 @@ def list_images(query: dict[str, t.Any]):
 def get_image(image_id: str):
     """One image with its faces, persons, album, section and EXIF data."""
     return ok(photos.get_image(gallery().store, image_id), "Image retrieved successfully")
+
+
+@bp.post(IMAGE + "/faces")
+@bp.input(schemas.FaceDraw, arg_name="body")
+@bp.output(envelope(schemas.DrawnFace), status_code=201,
+           description="Stored and assigned (`Location`: the face)")
+@bp.doc(responses={404: "the image or person does not exist",
+                   409: "the person already has a face in this photo, or a re-clustering "
+                        "is running"})
+def add_image_face(image_id: str, body: dict[str, t.Any]):
+    """Add a face the detector missed: a box in the stored image's pixels.
+
+    The box is encoded even where no face was detected. The face goes to `person_id`, or
+    to the nearest person within tolerance (none with a face in this photo), or to a new
+    person; it is a manual assignment either way.
+    """
+    box = {k: body[k] for k in ("top", "right", "bottom", "left")}
+    face = face_edits.add_face(gallery(), image_id, box, body.get("person_id"))
+    return created(face, "Face added", url_for("faces.get_face", face_id=face["face_id"]))
 
 
 @bp.get(IMAGE + "/file")

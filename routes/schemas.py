@@ -275,6 +275,23 @@ class NotSameBody(_Body):
     other_person_id = _id("a person who is somebody else", required=True)
 
 
+def _pixel(description: str) -> fields.Integer:
+    return fields.Integer(required=True, validate=validators.Range(0, 10**6),
+                          metadata={"description": description})
+
+
+class FaceDraw(_Body):
+    """A face the detector missed: its box in the stored image's pixels (``face_location``'s
+    grid), inside the image, each side at least 8 pixels."""
+
+    top = _pixel("first row of the box")
+    right = _pixel("column just past the box")
+    bottom = _pixel("row just past the box")
+    left = _pixel("first column of the box")
+    person_id = _id("the face's person (default: the nearest within tolerance, or a new one)",
+                    allow_none=True)
+
+
 class AlbumCreate(_Body):
     name = _name(200, required=True)
     description = _text(2000, multiline=True, allow_none=True)
@@ -388,6 +405,8 @@ class ImageDetail(Image):
     section = fields.Dict(allow_none=True)
     exif = fields.Dict()
     sha256 = fields.String()
+    suppressed_boxes = fields.List(fields.Nested(Box), metadata={
+        "description": "boxes of faces deleted as false: not detected again"})
 
 
 class ImagePage(_Out):
@@ -510,6 +529,23 @@ class Face(_Out):
     assigned_by = fields.String(validate=validators.OneOf(["auto", "manual"]))
     face_url = fields.String()
     created_at = fields.String()
+
+
+class DrawnFace(Face):
+    new_person = fields.Boolean(metadata={"description": "true: it matched nobody and made a "
+                                                         "new person"})
+    distance = fields.Float(allow_none=True, metadata={
+        "description": "mean distance to the person chosen by the rule; null when named"})
+
+
+class FaceDeleted(_Out):
+    deleted_face_id = fields.String(required=True)
+    image_id = fields.String(required=True)
+    person_id = fields.String(required=True)
+    person_deleted = fields.Boolean(metadata={"description": "the face was its last"})
+    image_face_count = fields.Integer()
+    suppressed_box = fields.Nested(Box, metadata={
+        "description": "kept on the image: a detection there is not stored again"})
 
 
 class Confirmed(Face):

@@ -187,6 +187,7 @@ def get_image(store: Store, image_id: str) -> Doc:
                          if image["section_id"] else None)
     detail["exif"] = image.get("exif", {})
     detail["sha256"] = image.get("sha256")
+    detail["suppressed_boxes"] = image.get("suppressed_boxes", [])
     return detail
 
 

@@ -20,6 +20,7 @@ import time
 import typing as t
 
 from services import bookkeeping
+from services import face_edits
 from services import processes
 from services import storage
 from services.storage import Store
@@ -233,6 +234,8 @@ def _finish(store: Store, intent: Doc) -> None:
         elif op == "delete_image" and image is not None and image.get("status") == "deleting":
             bookkeeping.remove_image(store, image_id)  # hidden already: finished
             store.delete_faces(face_ids)  # a crop whose face went just before the kill
+        elif op in face_edits.OPS:
+            face_edits.recount_image(store, image_id)  # a face drawn or deleted by hand
     # Every worker's embedding index learns where each face is now (or that it is gone).
     where = {f["_id"]: f["person_id"] for f in store.faces_with_ids(face_ids)}
     store.log_face_changes([(face_id, where.get(face_id, "")) for face_id in face_ids])

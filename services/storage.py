@@ -643,6 +643,17 @@ class Store:
     def faces_with_seqs(self, seqs: list[int], projection: Mapping[str, int]) -> list[Doc]:
         return list(self.db.faces.find({"seq": {"$in": seqs}}, _fields(projection)))
 
+    # -- faces drawn and deleted by hand (services/face_edits.py) -----------------------
+
+    def adjust_image_face_count(self, image_id: str, delta: int) -> None:
+        """Change an image's ``face_count`` by ``delta`` (``$inc``: two edits never lose one)."""
+        self.db.images.update_one({"_id": image_id}, {"$inc": {"face_count": delta},
+                                                      "$set": {"updated_at": now()}})
+
+    def suppress_box(self, image_id: str, box: Doc) -> None:
+        """Remember a box the user said holds no face (``suppressed_boxes`` of the image)."""
+        self.db.images.update_one({"_id": image_id}, {"$push": {"suppressed_boxes": dict(box)}})
+
     # -- change log (keeps every worker's embedding index current) ----------------------
 
     def log_face_changes(self, changes: list[tuple[str, str]]) -> None:

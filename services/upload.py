@@ -31,6 +31,7 @@ from errors import GalleryError
 from services import bookkeeping
 from services import clustering
 from services import corrections
+from services import face_edits
 from services import imaging
 from services import ingest
 from services import people
@@ -82,15 +83,19 @@ def upload_image(gallery: Gallery, data: bytes, filename: str, *, album_id: str 
 
 
 def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *, album: str,
-                   section: str, started: float, generation: int) -> Doc:
+                   section: str, started: float, generation: int,
+                   suppressed: Iterable[t.Any] = ()) -> Doc:
     """Write an analysed photo: give its faces persons, then store it in the crash-safe order.
 
     ``album`` and ``section`` are resolved ids (``""`` for none); ``generation`` is the
-    gallery's (:meth:`Store.generation`) read before the analysis started.
+    gallery's (:meth:`Store.generation`) read before the analysis started. ``suppressed``:
+    boxes of false faces the user deleted from this picture; a detection overlapping one is
+    not stored (:func:`face_edits.drop_suppressed`).
     :raise ConflictError: a reset runs, or ran since ``generation`` was read; nothing is
         written.
     """
     store = gallery.store
+    analysis = face_edits.drop_suppressed(analysis, suppressed)
     image_id = storage.new_id()
     claimant = processes.claimant()
     # Ids chosen now so the intent names everything before it exists: each face, and the
