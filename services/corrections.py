@@ -63,11 +63,13 @@ def reject_face(store: Store, face_id: str, person_id: str | None = None) -> Doc
                                                    "person_id": rejected,
                                                    "current_person_id": face["person_id"]})
     bookkeeping.refuse_during_recluster(store)
-    # Recorded before the move: a kill in between leaves the face in the person with its
-    # rejection, which a retry completes and which re-clustering already honours (the face
-    # is kept apart from the person's other faces), never a moved face without its record.
-    store.add_rejection(face["_id"], rejected)
-    moved = people.move_face_to_new(store, face["_id"])
+    # Recorded before the move, so a moved face never lacks its record. The record and the
+    # move (itself journalled) are several writes: a kill between them leaves this intent,
+    # whose repair forgets a rejection whose face is still in the person (the request was
+    # never acknowledged) and recounts the persons, a new one included.
+    with bookkeeping.journal(store, "reject", faces=[face["_id"]], persons=[rejected]):
+        store.add_rejection(face["_id"], rejected)
+        moved = people.move_face_to_new(store, face["_id"])
     return {"face_id": face["_id"], "rejected_person_id": rejected,
             "new_person_id": moved["new_person_id"],
             "new_person_name": moved["new_person_name"],
@@ -90,6 +92,8 @@ def forget_rejection(store: Store, face_id: str, person_id: str | None = None) -
             raise DocumentNotFoundError(
                 f"Face {face['_id']} was not rejected from person {persons[0]}",
                 details={"face_id": face["_id"], "person_id": persons[0]})
+    # One write per record and nothing derived from them: a kill part way leaves some
+    # forgotten and some not, each a state the user could have asked for, so no intent.
     for person in persons:
         store.remove_rejection(face["_id"], person)
     return {"face_id": face["_id"], "forgotten": persons,
