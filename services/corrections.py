@@ -13,8 +13,9 @@ are kept in their own collections (:class:`~services.storage.Store`) and read by
   joining persons marked not-same needs ``force`` and then forgets that record.
 
 A record names ids that are never reused: when its face or person is deleted it is deleted
-too (:meth:`Store.delete_person`, :meth:`Store.delete_faces`); a merge carries the records of
-the persons merged away over to the person that receives their faces; a reset wipes them.
+too (:meth:`Store.delete_person`, :meth:`Store.delete_faces`); a merge, and a re-clustering
+that empties a person, carry the records of the persons emptied over to the person that
+receives (most of) their faces; a reset wipes them.
 """
 
 from __future__ import annotations
@@ -213,6 +214,19 @@ def check_merge(store: Store, person_ids: list[str], *, force: bool) -> list[tup
         raise ConflictError(f"Persons {a} and {b} are marked as different people; merge "
                             "with force=true to override", details={"person_ids": [a, b]})
     return [(a, b) for a, b in pairs]
+
+
+def pass_on(store: Store, person_id: str, heir_id: str) -> None:
+    """Give ``heir_id`` the records of a person re-clustering is about to delete because
+    most of its faces went to the heir, as a merge would; a record the heir cannot hold (its
+    face is in the heir now, or the heir is the other person) is dropped with the person."""
+    for face_id in store.rejections_from_person(person_id):
+        face = next(iter(store.faces_with_ids([face_id])), None)
+        if face is not None and face["person_id"] != heir_id:
+            store.add_rejection(face_id, heir_id)
+    for other in store.not_same_of(person_id):
+        if other != heir_id:
+            store.add_not_same(heir_id, other)
 
 
 def carry_over(store: Store, target_id: str, source_ids: list[str],
