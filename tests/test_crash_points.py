@@ -149,6 +149,13 @@ def _reject_emptying(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.An
     return corrections.reject_face(gallery.store, seed["hopper"]["faces"][0]["face_id"])
 
 
+def _split_hopper_with_records(store: Store, seed: Seed) -> None:
+    # Re-clustering empties one of hopper's two persons and passes its records on.
+    split = people.move_face_to_new(store, seed["hopper"]["faces"][0]["face_id"])
+    corrections.mark_not_same(store, split["new_person_id"], person_of(seed, "astronaut"))
+    corrections.reject_face(store, face_of(seed, "group", "astronaut"))
+
+
 def _rejected(store: Store, seed: Seed) -> None:
     corrections.reject_face(store, face_of(seed, "group", "astronaut"))
 
@@ -194,6 +201,7 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], t.Callable[[Store, Seed], None] | N
     "delete_image": (FULL, None, _delete, ("hopper",)),
     "recluster": (FULL, _split_hopper, _recluster, ()),
     "reset": (FULL, None, _reset, FULL),
+    "recluster_passing_records_on": (FULL, _split_hopper_with_records, _recluster, ()),
     "reject": (FULL, None, _reject, ()),
     "reject_emptying_person": (("astronaut", "hopper"), None, _reject_emptying, ()),
     "forget_rejection": (FULL, _rejected, _forget_rejection, ()),
