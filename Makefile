@@ -63,6 +63,8 @@ bench: install-dev
 	$(PY) -m bench.assignment --tolerances 0.54,0.62 --eps 0.56,0.64
 	$(PY) -m bench.assignment_rules --no-scale
 	$(PY) -m bench.ingest
+	$(PY) -m bench.suggestions
+	$(PY) -m bench.corrections
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,8 +13,9 @@ are kept in their own collections (:class:`~services.storage.Store`) and read by
   joining persons marked not-same needs ``force`` and then forgets that record.
 
 A record names ids that are never reused: when its face or person is deleted it is deleted
-too (:meth:`Store.delete_person`, :meth:`Store.delete_faces`); a merge carries the records of
-the persons merged away over to the person that receives their faces; a reset wipes them.
+too (:meth:`Store.delete_person`, :meth:`Store.delete_faces`); a merge, and a re-clustering
+that empties a person, carry the records of the persons emptied over to the person that
+receives (most of) their faces; a reset wipes them.
 """
 
 from __future__ import annotations
@@ -63,11 +64,13 @@ def reject_face(store: Store, face_id: str, person_id: str | None = None) -> Doc
                                                    "person_id": rejected,
                                                    "current_person_id": face["person_id"]})
     bookkeeping.refuse_during_recluster(store)
-    # Recorded before the move: a kill in between leaves the face in the person with its
-    # rejection, which a retry completes and which re-clustering already honours (the face
-    # is kept apart from the person's other faces), never a moved face without its record.
-    store.add_rejection(face["_id"], rejected)
-    moved = people.move_face_to_new(store, face["_id"])
+    # Recorded before the move, so a moved face never lacks its record. The record and the
+    # move (itself journalled) are several writes: a kill between them leaves this intent,
+    # whose repair forgets a rejection whose face is still in the person (the request was
+    # never acknowledged) and recounts the persons, a new one included.
+    with bookkeeping.journal(store, "reject", faces=[face["_id"]], persons=[rejected]):
+        store.add_rejection(face["_id"], rejected)
+        moved = people.move_face_to_new(store, face["_id"])
     return {"face_id": face["_id"], "rejected_person_id": rejected,
             "new_person_id": moved["new_person_id"],
             "new_person_name": moved["new_person_name"],
@@ -90,6 +93,8 @@ def forget_rejection(store: Store, face_id: str, person_id: str | None = None) -
             raise DocumentNotFoundError(
                 f"Face {face['_id']} was not rejected from person {persons[0]}",
                 details={"face_id": face["_id"], "person_id": persons[0]})
+    # One write per record and nothing derived from them: a kill part way leaves some
+    # forgotten and some not, each a state the user could have asked for, so no intent.
     for person in persons:
         store.remove_rejection(face["_id"], person)
     return {"face_id": face["_id"], "forgotten": persons,
@@ -209,6 +214,19 @@ def check_merge(store: Store, person_ids: list[str], *, force: bool) -> list[tup
         raise ConflictError(f"Persons {a} and {b} are marked as different people; merge "
                             "with force=true to override", details={"person_ids": [a, b]})
     return [(a, b) for a, b in pairs]
+
+
+def pass_on(store: Store, person_id: str, heir_id: str) -> None:
+    """Give ``heir_id`` the records of a person re-clustering is about to delete because
+    most of its faces went to the heir, as a merge would; a record the heir cannot hold (its
+    face is in the heir now, or the heir is the other person) is dropped with the person."""
+    for face_id in store.rejections_from_person(person_id):
+        face = next(iter(store.faces_with_ids([face_id])), None)
+        if face is not None and face["person_id"] != heir_id:
+            store.add_rejection(face_id, heir_id)
+    for other in store.not_same_of(person_id):
+        if other != heir_id:
+            store.add_not_same(heir_id, other)
 
 
 def carry_over(store: Store, target_id: str, source_ids: list[str],

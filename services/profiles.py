@@ -1,7 +1,9 @@
 """A person's own fields, set by hand: name, hidden, favorite, birth date and cover face.
 
-None of these moves a face, so nothing is journalled: each change is one write to the person
-(a cover chosen while its face leaves the person is checked again after it is written).
+None of these moves a face, and each change is one write to the person, so nothing else is
+journalled. A cover is the exception: it is checked again after it is written (its face may
+have left the person meanwhile) and then replaced, a second write; a kill between the two
+leaves the intent, whose repair recounts the person and so gives it its best face back.
 """
 
 from __future__ import annotations
@@ -62,13 +64,16 @@ def update_person(store: Store, person_id: str, changes: Doc) -> Doc:
         fields.update(thumbnail_face_id=best["_id"] if best else "",
                       thumbnail_quality=bookkeeping.quality_of(best) if best else -1.0)
     fields["updated_at"] = storage.now()
-    store.set_person_fields(person["_id"], fields)
-    if cover is not None:
-        # A move that took the face away before this write saw the old thumbnail and left it:
-        # the person gets its best face back, as if the face had left just after.
-        moved = store.faces_with_ids([cover])
-        if not moved or moved[0]["person_id"] != person["_id"]:
-            bookkeeping.refresh_thumbnail(store, person["_id"])
+    if cover is None:
+        store.set_person_fields(person["_id"], fields)
+    else:
+        with bookkeeping.journal(store, "set_cover", persons=[person["_id"]], faces=[cover]):
+            store.set_person_fields(person["_id"], fields)
+            # A move that took the face away before this write saw the old thumbnail and
+            # left it: the person gets its best face back, as if the face had left just after.
+            moved = store.faces_with_ids([cover])
+            if not moved or moved[0]["person_id"] != person["_id"]:
+                bookkeeping.refresh_thumbnail(store, person["_id"])
     return people.person_summary(store.get_person(person["_id"]))
 
 

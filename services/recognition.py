@@ -206,8 +206,15 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
     moved = {f["_id"] for f, _ in moves}
     touched = ({f["person_id"] for f, _ in moves} | set(incoming)) - created
     deleted = []
+    heirs: dict[str, Counter[str]] = defaultdict(Counter)
+    for face, target in moves:
+        heirs[face["person_id"]][target] += 1
     for person_id in touched:
         thumbnail = thumbnails.get(person_id, {})
+        if person_id not in kept and heirs[person_id]:
+            # Its records would go with it, and the next re-clustering could join what the
+            # user kept apart: the person holding most of its faces takes them over first.
+            corrections.pass_on(store, person_id, heirs[person_id].most_common(1)[0][0])
         # Only a person none of whose faces stayed can be empty (faces uploaded meanwhile
         # keep it alive: the database decides).
         if person_id not in kept and bookkeeping.delete_if_empty(store, person_id):

@@ -236,6 +236,11 @@ def _finish(store: Store, intent: Doc) -> None:
             store.delete_faces(face_ids)  # a crop whose face went just before the kill
         elif op in face_edits.OPS:
             face_edits.recount_image(store, image_id)  # a face drawn or deleted by hand
+    # A face is never in a person it was rejected from: a reject killed after its record
+    # but before its move is undone (it was never acknowledged; a retry does it again).
+    for face in store.faces_with_ids(face_ids):
+        if face["person_id"] in store.rejections_of_face(face["_id"]):
+            store.remove_rejection(face["_id"], face["person_id"])
     # Every worker's embedding index learns where each face is now (or that it is gone).
     where = {f["_id"]: f["person_id"] for f in store.faces_with_ids(face_ids)}
     store.log_face_changes([(face_id, where.get(face_id, "")) for face_id in face_ids])

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from app import create_app
 from services import clustering
 from tests import photos
+from tests.conftest import BASE_CONFIG
 from tests.conftest import MISSING
 from tests.conftest import assert_error
 from tests.conftest import upload
+from tests.invariants import check_invariants
 
 
 def _astronaut_twice(client):
@@ -123,6 +126,41 @@ def test_not_same_errors_and_carry_over(client):
     # A person deleted takes its records with it.
     client.delete(f"/images/{client.get(f'/persons/{h}').json['data']['images'][0]['_id']}")
     assert client.get(f"/persons/{a}").json["data"]["not_same"] == []
+
+
+def test_a_recluster_job_honours_a_rejection_and_not_same(store, tmp_path):
+    """The background path (``POST /cluster/?async=true``) reads the same records as the
+    request: a loose threshold with hand moves free joins neither back."""
+    # A queue no worker reads, run inside the request that queues the job (tests/test_jobs.py).
+    app = create_app({**BASE_CONFIG, "DATA_DIR": str(tmp_path / "data")}, store=store,
+                     environ={})
+    app.extensions["face_gallery"].queue.immediate = True
+    try:
+        with app.test_client() as client:
+            person, kept, face = _astronaut_twice(client)
+            client.put(f"/faces/{face}/reject")
+            hopper = upload(client, photos.hopper_jpeg())["faces"][0]["face_id"]
+            client.post(f"/persons/{person}/not-same",
+                        json={"other_person_id": _person_of(client, hopper)})
+            queued = client.post("/cluster/?async=true", json={"tolerance": 0.5})
+            assert queued.status_code == 202, queued.json
+            job = client.get(f"/jobs/{queued.json['data']['job_id']}").json["data"]
+            assert job["result"]["faces_processed"] == 3
+            # The rejected face and hopper may join (nothing keeps those two apart); the
+            # person emptied then passes its records on, so a second run keeps them apart.
+            for _ in range(2):
+                queued = client.post("/cluster/?async=true",
+                                     json={"tolerance": 1.0, "preserve_manual": False})
+                job = client.get(f"/jobs/{queued.json['data']['job_id']}").json["data"]
+                assert (job["kind"], job["status"]) == ("recluster", "done"), job
+                assert _person_of(client, kept) == person
+                assert _person_of(client, face) != person
+                assert _person_of(client, hopper) != person
+                assert client.get(f"/persons/{person}").json["data"]["not_same"] == [
+                    _person_of(client, hopper)]
+        check_invariants(store)
+    finally:
+        app.extensions["face_gallery"].close()
 
 
 def test_cannot_link_keeps_groups_apart_in_every_path():
