@@ -244,6 +244,9 @@ def _finish(store: Store, intent: Doc) -> None:
     # Every worker's embedding index learns where each face is now (or that it is gone).
     where = {f["_id"]: f["person_id"] for f in store.faces_with_ids(face_ids)}
     store.log_face_changes([(face_id, where.get(face_id, "")) for face_id in face_ids])
+    # Crops are written before their face and deleted after it: a named face that is gone
+    # may have left its crop.
+    store.delete_crops([face_id for face_id in face_ids if face_id not in where])
     for person_id in persons:
         bookkeeping.reconcile_person(store, person_id)
     store.end_intent(intent["_id"])
