@@ -61,10 +61,10 @@ def check_text(value: str, field: str, *, multiline: bool = False) -> str:
     """``value`` as given, or a ValidationError naming ``field`` and the first bad character.
 
     :param multiline: allow line feeds and tabs (a description typed in a text area); a CR LF
-        pair becomes a line feed first, so text from any platform reads the same.
+        pair or a lone CR becomes a line feed first, so text from any platform reads the same.
     """
     if multiline:
-        value = value.replace("\r\n", "\n")
+        value = value.replace("\r\n", "\n").replace("\r", "\n")  # CR LF, or a lone CR
     for position, ch in enumerate(value):
         if is_control(ch) and not (multiline and ch in _LAYOUT):
             raise ValidationError(

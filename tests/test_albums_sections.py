@@ -147,6 +147,10 @@ def test_embedded_store_persists_across_restarts(tmp_path):
 @pytest.mark.parametrize("field", ["name", "description"])
 @pytest.mark.parametrize("bad", ["Bob\x00Smith", "a\rb", "\x1b[31mred", "x\u202ey", "a\u2029b"])
 def test_text_with_control_characters_is_400_naming_the_field(client, field, bad):
+    if field == "description" and bad == "a\rb":
+        # A lone CR (old Mac text) is a line break in a description, as CR LF is.
+        assert create(client, "/albums/", name="Trip", description=bad)["description"] == "a\nb"
+        return
     album = create(client, "/albums/", name="Trip", description="Kept")
     section = create(client, "/sections/", name="Day 1", description="Kept")
     body = {"name": "ok", field: bad}

@@ -26,6 +26,11 @@ from tests.photos import blank_jpeg
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 FILE_OPERATIONS = {"POST /images/upload", "POST /images/upload-multiple",
                    "POST /images/search-by-image"}
+#: Valid by the schema, refused by the stored state with the 400 issue 14 asks for (a box
+#: outside the image, a rejection from a person the face is not in, another person's face as
+#: a cover); schemathesis.toml leaves them out of `make fuzz`'s acceptance check too.
+STATE_CHECKED = {"POST /images/{image_id}/faces", "PUT /faces/{face_id}/reject",
+                 "PUT /persons/{person_id}"}
 #: Routes that serve the contract itself rather than the API.
 OWN_ENDPOINTS = {"openapi.spec", "openapi.docs", "openapi.swagger_ui_oauth_redirect",
                  "docs_assets"}
@@ -145,7 +150,7 @@ def test_every_operation_keeps_to_the_document(case):
     # Flask answers OPTIONS itself (CORS preflights) with the methods of every rule the path
     # matches: /images/upload also matches /images/{image_id}, so Allow lists GET there too.
     excluded = [allow_header_conformance]
-    if case.operation.label in FILE_OPERATIONS:
+    if case.operation.label in FILE_OPERATIONS | STATE_CHECKED:
         # What is in a file (an image? with a face?) is beyond a schema: random bytes are
         # refused with a documented 400 (422 for a search photo with no face).
         excluded.append(positive_data_acceptance)
