@@ -128,13 +128,7 @@ def decode_upload(data: bytes, *, allowed_formats: Collection[str],
     ``altitude`` or None; south and west negative) and ``width``/``height`` as recorded by
     the camera.
     """
-    allowed = sorted({ext.lower().lstrip(".") for ext in allowed_formats})
-    if not data:
-        raise errors.FileValidationError("The uploaded file is empty",
-                                         details={"allowed_formats": allowed})
-    if max_pixels is None:
-        max_pixels = Image.MAX_IMAGE_PIXELS
-    img = _open(data, pillow_formats(allowed), max_pixels, allowed=allowed)
+    img = _open_upload(data, allowed_formats, max_pixels)
     exif = read_exif(img)
     # A multi-picture JPEG (MPO, some cameras) is still a JPEG file to the user.
     fmt = "JPEG" if img.format == "MPO" else str(img.format)
@@ -158,14 +152,20 @@ def probe(data: bytes, *, allowed_formats: Collection[str],
     :raise FileValidationError: as :func:`decode_upload` does for a file that is empty, not an
         image in an allowed format, or over ``max_pixels`` (default: Pillow's limit).
     """
+    return _open_upload(data, allowed_formats, max_pixels, load=False).size
+
+
+def _open_upload(data: bytes, allowed_formats: Collection[str], max_pixels: int | None, *,
+                 load: bool = True) -> Image.Image:
+    """The upload opened by Pillow: FileValidationError when empty, not an allowed format,
+    or over ``max_pixels`` (default: Pillow's limit)."""
     allowed = sorted({ext.lower().lstrip(".") for ext in allowed_formats})
     if not data:
         raise errors.FileValidationError("The uploaded file is empty",
                                          details={"allowed_formats": allowed})
     if max_pixels is None:
         max_pixels = Image.MAX_IMAGE_PIXELS
-    img = _open(data, pillow_formats(allowed), max_pixels, allowed=allowed, load=False)
-    return img.size
+    return _open(data, pillow_formats(allowed), max_pixels, allowed=allowed, load=load)
 
 
 def limit_pixels(max_pixels: int) -> None:
