@@ -179,6 +179,10 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> t.Any:
         code = error.code or 500
+        # webargs aborts a malformed JSON body with its complaint in ``data.messages``.
+        messages = (getattr(error, "data", None) or {}).get("messages")
+        if code == 400 and messages:
+            return handle_gallery_error(common.validation_error(messages))
         kind = {404: "NotFoundError", 405: "MethodNotAllowedError",
                 415: "UnsupportedMediaTypeError"}.get(code, "ValidationError" if code < 500
                                                       else "InternalServerError")

@@ -103,8 +103,9 @@ def _first_problem(messages: t.Any, location: str = "", field: str = "") -> tupl
 
 
 def check_body_type() -> None:
-    """Before a view with a body schema: 415 when the body is not the documented media type,
-    and the JSON parsed once with Flask's parser (which refuses absurd nesting with a 400)."""
+    """Before a view with a body schema: 415 when the body is not the documented media type.
+    (Nesting depth is refused by :func:`routes.jsonbody.refuse_deep_json`; malformed JSON by
+    the schema's parser, each 400.)"""
     view = current_app.view_functions.get(request.endpoint or "")
     spec = getattr(view, "_spec", None)
     if not spec or not spec.get("body"):
@@ -115,7 +116,6 @@ def check_body_type() -> None:
             raise UnsupportedMediaType("Upload files as multipart/form-data")
         return
     if request.is_json:
-        request.get_json()  # a malformed or too-deep body is a 400 here, before the schema
         return
     if request.content_length or _body_required(spec["body"]):
         raise UnsupportedMediaType("Send a JSON body with Content-Type: application/json")

@@ -173,3 +173,10 @@ def test_json_booleans_are_true_or_false_only(client):
     assert_error(client.post("/cluster/", json={"preserve_manual": "yes"}), 400,
                  "ValidationError")
     assert client.post("/cluster/", json={"preserve_manual": False}).status_code == 200
+
+
+def test_malformed_json_is_a_400_that_says_so(client):
+    answer = client.post("/albums/", data="{", content_type="application/json")
+    assert_error(answer, 400, "ValidationError")
+    assert "Invalid JSON" in answer.json["error"]
+    assert answer.json["details"]["location"] == "json"
