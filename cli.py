@@ -48,7 +48,8 @@ def repair_command(dry_run: bool) -> None:
     Prints the report (ids of what was changed, crops without a face removed), then one line
     of counts."""
     handles = _handles()
-    report = repair.run(handles.store, dry_run=dry_run)
+    report = repair.run(handles.store, dry_run=dry_run,
+                        blob_grace_seconds=handles.settings["BLOB_SWEEP_GRACE_SECONDS"])
     report["jobs"] = jobs.recover(handles, dry_run=dry_run)
     _echo_json(report)
     changes = ", ".join(f"{key} {n}" for key, n in repair.counts(report).items())

@@ -8,6 +8,7 @@ one line on stderr and exit status 3.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -153,7 +154,11 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "MONGODB_URI": (_text, ""),
     "DATABASE_NAME": (_text, "face_gallery"),
     "DATA_DIR": (_text, "./data"),
-    "MAX_CONTENT_LENGTH": (_int_range(1024), "16777216"),
+    # Bytes of one request (413 beyond): a batch of photos, or one large photo. Werkzeug
+    # spools files over 500 KB to disk while it reads them. Bulk imports use jobs or the CLI.
+    "MAX_CONTENT_LENGTH": (_int_range(1024), "104857600"),
+    # Bytes of one photo, in any request, job or import (413 beyond).
+    "MAX_UPLOAD_BYTES": (_int_range(1024), "52428800"),
     "ALLOWED_EXTENSIONS": (_extensions, "png,jpg,jpeg,gif,webp"),
     "FACE_RECOGNITION_TOLERANCE": (_float_range(0.0, 1.0), "0.59"),
     "DBSCAN_EPS": (_float_range(0.0, 1.0), "0.61"),
@@ -169,7 +174,14 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "INGEST_WORKERS": (_workers, "0"),
     "IMAGE_MAX_DIMENSION": (_int_range(64, 20000), "1920"),
     "IMAGE_QUALITY": (_int_range(1, 100), "85"),
-    "IMAGE_COMPRESSION": (_bool, "true"),
+    # true: the uploaded bytes are kept as they came, plus a display copy fitted into
+    # IMAGE_MAX_DIMENSION when larger; false: only that compressed copy (lossy; the seed's way).
+    "STORE_ORIGINALS": (_bool, "true"),
+    # Where photo and crop bytes go: files (DATA_DIR/blobs), gridfs (MongoDB) or inline (data
+    # URIs in documents, the seed's schema); empty: gridfs with MONGODB_URI, else files.
+    "BLOB_STORE": (_choice("", "files", "gridfs", "inline"), ""),
+    # Bytes nothing refers to (left by a crash) are deleted by repair once this old.
+    "BLOB_SWEEP_GRACE_SECONDS": (_float_range(0.0, 30 * 86400.0), "3600"),
     # Pixels of one photo, and of all the photos a process decodes at once (services/budget.py):
     # 48 MP (8000x6000, the largest common phone sensor) x ~11 bytes a pixel at the analysis'
     # peak is ~500 MiB a process (docs/ingest.md, "Memory").
@@ -303,6 +315,10 @@ def load_config(
     for name, value in overrides.items():
         if name not in SETTINGS:
             settings[name] = value
+    if "IMAGE_COMPRESSION" in environ and "STORE_ORIGINALS" not in environ:
+        logging.getLogger(__name__).warning(
+            "IMAGE_COMPRESSION is no longer read: originals are kept (STORE_ORIGINALS=true); "
+            "set STORE_ORIGINALS=false to store only a compressed copy")
     if "DEBUG" not in overrides and environ.get("DEBUG") is None:
         settings["DEBUG"] = bool(getattr(config_class, "DEBUG", False))
 

@@ -37,7 +37,7 @@ def rss_mb():
 capacity, paths = int(sys.argv[1]), sys.argv[2:]
 options = ingest.AnalysisOptions(
     allowed_formats=("png", "jpg"), max_pixels=capacity, image_max_dimension=1920,
-    compression=True, quality=85, crop_padding=0.1, model="hog", upsample=1, num_jitters=1,
+    store_originals=False, quality=85, crop_padding=0.1, model="hog", upsample=1, num_jitters=1,
     detection_max_dimension=4608)
 ingest.analyse_photo(photos.blank_jpeg(), options)
 base = rss_mb()

@@ -13,6 +13,7 @@ from flask import current_app
 from flask import g
 from flask import jsonify
 from flask import request
+from flask import send_file
 from flask import url_for
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import BaseConverter
@@ -150,6 +151,17 @@ def send_bytes(data: bytes, mime_type: str, etag: str, *, max_age: int = 86400) 
     response.cache_control.public = True
     response.cache_control.max_age = max_age
     return response.make_conditional(request)
+
+
+def send_file_part(found: t.Any, *, max_age: int = 86400) -> t.Any:
+    """A stored file: streamed from disk when the files store holds it, else its bytes.
+    ``found`` is a :class:`services.photos.ImageFile`."""
+    if found.path is None:
+        return send_bytes(found.data, found.mime_type, found.etag, max_age=max_age)
+    response = send_file(found.path, mimetype=found.mime_type, etag=found.etag,
+                         max_age=max_age, conditional=True)
+    response.cache_control.public = True
+    return response
 
 
 def uploaded_files(*fields: str, single: bool = False) -> list[t.Any]:

@@ -15,7 +15,7 @@ from routes.common import created
 from routes.common import form_id
 from routes.common import gallery
 from routes.common import ok
-from routes.common import send_bytes
+from routes.common import send_file_part
 from routes.common import uploaded_files
 from routes.schemas import envelope
 from services import face_edits
@@ -155,13 +155,17 @@ def add_image_face(image_id: str, body: dict[str, t.Any]):
 
 
 @bp.get(IMAGE + "/file")
+@bp.input(schemas.FileQuery, location="query", arg_name="query")
 @bp.output(JPEG, content_type="image/*", description="The stored bytes (ETag; 304 to "
                                                      "If-None-Match)")
 @bp.doc(responses={304: "not modified"})
-def get_image_file(image_id: str):
-    """The stored photo's bytes with its Content-Type."""
-    data, mime_type, etag = photos.image_file(gallery().store, image_id)
-    return send_bytes(data, mime_type, etag, max_age=31536000)
+def get_image_file(image_id: str, query: dict[str, t.Any]):
+    """The photo exactly as uploaded (format, EXIF and bytes; a compressed copy when
+    STORE_ORIGINALS is off), or with `size` a JPEG fitted into that many pixels for screens.
+    """
+    found = photos.image_file(gallery().store, image_id, size=query.get("size"),
+                              display_max=current_app.config["IMAGE_MAX_DIMENSION"])
+    return send_file_part(found, max_age=31536000)
 
 
 @bp.get(IMAGE + "/thumbnail")
@@ -171,8 +175,9 @@ def get_image_file(image_id: str):
 def get_image_thumbnail(image_id: str, query: dict[str, t.Any]):
     """A JPEG thumbnail fitting THUMBNAIL_SIZE, or `size` (16-1024)."""
     size = query.get("size", current_app.config["THUMBNAIL_SIZE"])
-    data, mime_type, etag = photos.image_thumbnail(gallery().store, image_id, size)
-    return send_bytes(data, mime_type, etag, max_age=31536000)
+    found = photos.image_thumbnail(gallery().store, image_id, size,
+                                   display_max=current_app.config["IMAGE_MAX_DIMENSION"])
+    return send_file_part(found, max_age=31536000)
 
 
 @bp.put(IMAGE)

@@ -167,6 +167,12 @@ class ThumbnailQuery(_Query):
                                                    "THUMBNAIL_SIZE)"})
 
 
+class FileQuery(_Query):
+    size = fields.Integer(validate=validators.Range(16, 8192),
+                          metadata={"description": "a JPEG fitted into this many pixels "
+                                                   "instead of the stored original"})
+
+
 def _form_id(description: str) -> fields.String:
     # A form field left empty arrives as "" (or "null"): no album or section.
     return fields.String(validate=validators.Regexp(r"^([0-9a-fA-F]{24}|null|none|)$",

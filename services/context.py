@@ -15,6 +15,7 @@ import typing as t
 from collections.abc import Mapping
 
 from errors import ConfigError
+from services import blobs
 from services import storage
 from services.storage import Store
 from services.storage import open_store
@@ -59,6 +60,7 @@ class Gallery:
         self._pid = os.getpid()
         self._store = store
         self._injected_store = store is not None
+        self._blobs_attached = False
         self._engine: FaceEngine | None = None
         self._ingest_pool: IngestPool | None = None
         self._index: FaceIndex | None = None
@@ -92,6 +94,10 @@ class Gallery:
             if self._store is None:
                 s = self.settings
                 self._store = open_store(s["MONGODB_URI"], s["DATABASE_NAME"], s["DATA_DIR"])
+                blobs.attach(self._store, s)
+            elif self._injected_store and not self._blobs_attached:
+                blobs.attach(self._store, self.settings)
+            self._blobs_attached = True
             store = self._store
         store.ensure_indexes()
         return store

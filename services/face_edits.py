@@ -136,8 +136,8 @@ def _encode_box(gallery: Gallery, image: Doc, box: Box) -> tuple[np.ndarray, flo
     """Encoding, quality and JPEG crop of a box on the stored image (decoded, not the
     original: the boxes' grid is the stored one)."""
     settings = gallery.settings
-    data, _ = imaging.parse_data_uri(
-        gallery.store.get_image_blob(image["_id"])["original_image_base64"])
+    store = gallery.store
+    data = store.read_blob(store.get_image_blob(image["_id"]), "original")
     max_pixels = settings["IMAGE_MAX_PIXELS"]
     # Decoded pixels share the process's budget with uploads (services/budget.py).
     with budget.for_process(max_pixels).hold(image["width"] * image["height"]):
@@ -195,7 +195,7 @@ def _insert_face(store: Store, image: Doc, face_id: str, person_id: str, box: Bo
     }
     store.insert_faces([face], [{"_id": face_id, "image_id": image["_id"],
                                  "mime_type": "image/jpeg",
-                                 "cropped_face_base64": imaging.data_uri(crop, "image/jpeg")}])
+                                 **store.save_blob("crop", crop, "image/jpeg")}])
 
 
 # -- deleting a false face -----------------------------------------------------------------

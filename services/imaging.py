@@ -26,6 +26,7 @@ from services.exif import PILLOW_ERRORS
 from services.exif import read_exif
 
 __all__ = [
+    "DISPLAY_TYPES",
     "WEB_FORMATS",
     "Box",
     "DecodedImage",
@@ -48,6 +49,9 @@ RGB = npt.NDArray[np.uint8]
 
 #: The formats a browser shows; thumbnails are made only from these.
 WEB_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+#: MIME types every browser shows: a stored original of these types needs no display copy
+#: unless it is larger than the display size.
+DISPLAY_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 #: Bytes of pixels :func:`_to_array` copies at a time.
 _BAND_BYTES = 4 * 2**20
@@ -331,7 +335,7 @@ def make_thumbnail(data: bytes, size: int, *, quality: int = 85) -> bytes:
     # draft() lets the JPEG decoder scale by 1/2..1/8 while decoding: big photos stay cheap.
     img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size,
                 load=False)
-    # Stored images are small unless IMAGE_COMPRESSION is off; then the pixels decoded (after
+    # Display copies are small; an original (STORE_ORIGINALS) may not: the pixels decoded (after
     # draft) share the process's budget with uploads.
     with budget.for_process(Image.MAX_IMAGE_PIXELS).hold(img.size[0] * img.size[1]):
         img = _open(data, WEB_FORMATS, Image.MAX_IMAGE_PIXELS, allowed=names, draft=size)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from errors import FileSizeError
 from errors import GalleryError
 from services import budget
 from services import imaging
@@ -47,13 +48,15 @@ class AnalysisOptions:
     allowed_formats: tuple[str, ...]
     max_pixels: int
     image_max_dimension: int
-    compression: bool
+    store_originals: bool
     quality: int
     crop_padding: float
     model: str
     upsample: int
     num_jitters: int
     detection_max_dimension: int | None
+    #: A photo over this many bytes is refused (413) before it is decoded.
+    max_bytes: int = 50 * 2**20
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, t.Any]) -> AnalysisOptions:
@@ -62,11 +65,12 @@ class AnalysisOptions:
             allowed_formats=tuple(settings["ALLOWED_EXTENSIONS"]),
             max_pixels=settings["IMAGE_MAX_PIXELS"],
             image_max_dimension=settings["IMAGE_MAX_DIMENSION"],
-            compression=settings["IMAGE_COMPRESSION"], quality=settings["IMAGE_QUALITY"],
+            store_originals=settings["STORE_ORIGINALS"], quality=settings["IMAGE_QUALITY"],
             crop_padding=settings["FACE_CROP_PADDING"], model=settings["FACE_DETECTION_MODEL"],
             upsample=settings["FACE_DETECTION_UPSAMPLE"],
             num_jitters=settings["FACE_NUM_JITTERS"],
             detection_max_dimension=settings.get("FACE_DETECTION_MAX_DIMENSION") or None,
+            max_bytes=settings.get("MAX_UPLOAD_BYTES", 50 * 2**20),
         )
 
 
@@ -86,8 +90,14 @@ class Analysis:
     """What an upload writes, computed from its bytes alone."""
 
     sha256: str
+    #: The bytes kept as the photo: the upload itself, or its compressed copy when
+    #: originals are not stored.
     stored: bytes
     mime_type: str
+    #: A JPEG (PNG with transparency) fitted into the display size, when the stored photo is
+    #: larger or not a web format; None when the stored photo serves screens itself.
+    display: bytes | None
+    display_mime_type: str
     #: Size of the stored image (the boxes' pixel grid).
     width: int
     height: int
@@ -127,6 +137,11 @@ def analyse_photo(data: bytes, options: AnalysisOptions,
 
     :raise FileValidationError: the bytes are not a supported image.
     """
+    if len(data) > options.max_bytes:
+        raise FileSizeError(f"The photo is {len(data) / 2**20:.1f} MB, over the "
+                            f"{options.max_bytes / 2**20:.0f} MB a photo may be "
+                            "(MAX_UPLOAD_BYTES)",
+                            details={"size_bytes": len(data), "max_bytes": options.max_bytes})
     width, height = imaging.probe(data, allowed_formats=options.allowed_formats,
                                   max_pixels=options.max_pixels)
     with budget.for_process(options.max_pixels).hold(width * height):
@@ -138,15 +153,21 @@ def _analyse(data: bytes, options: AnalysisOptions, engine: FaceEngine | None) -
                                     max_pixels=options.max_pixels)
     work, scale = imaging.working_copy(data, decoded, options.image_max_dimension)
     found = (engine or engine_for(options)).analyse(decoded.rgb)
-    if options.compression:
-        stored, mime_type = imaging.encode_for_storage(decoded, work, quality=options.quality)
-        box_scale = scale
-        width, height = work.shape[1], work.shape[0]
-    else:
-        # The original bytes are kept: boxes stay in its (upright) pixel grid.
+    display: bytes | None = None
+    display_mime_type = ""
+    if options.store_originals:
+        # The original bytes are kept: boxes stay in its (upright) pixel grid, and screens
+        # get a copy fitted into the display size when the original is larger.
         stored, mime_type = data, decoded.mime_type
         box_scale = 1.0
         width, height = decoded.width, decoded.height
+        if scale != 1.0 or mime_type not in imaging.DISPLAY_TYPES:
+            display, display_mime_type = imaging.encode_for_storage(decoded, work,
+                                                                    quality=options.quality)
+    else:
+        stored, mime_type = imaging.encode_for_storage(decoded, work, quality=options.quality)
+        box_scale = scale
+        width, height = work.shape[1], work.shape[0]
     faces = []
     for face in found:
         in_work = _scaled(face.box, scale, work.shape)
@@ -155,7 +176,8 @@ def _analyse(data: bytes, options: AnalysisOptions, engine: FaceEngine | None) -
             quality=face.quality, detector_score=face.detector_score,
             crop_jpeg=imaging.encode_jpeg(imaging.crop_box(work, in_work, options.crop_padding),
                                           options.quality)))
-    return Analysis(sha256=decoded.sha256, stored=stored, mime_type=mime_type, width=width,
+    return Analysis(sha256=decoded.sha256, stored=stored, mime_type=mime_type, display=display,
+                    display_mime_type=display_mime_type, width=width,
                     height=height, original_size_bytes=len(data),
                     original_format=decoded.format, exif=decoded.exif, faces=faces)
 

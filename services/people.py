@@ -10,17 +10,16 @@ auto-cleanup), and last clears the intent. Repair recounts what a killed change 
 
 from __future__ import annotations
 
-import hashlib
 import typing as t
 from collections.abc import Iterable
 
 from errors import ConflictError
 from errors import DocumentNotFoundError
 from errors import ValidationError
+from services import blobs
 from services import bookkeeping
 from services import catalog
 from services import corrections
-from services import imaging
 from services import storage
 from services.storage import Store
 
@@ -122,8 +121,8 @@ def get_face(store: Store, face_id: str) -> Doc:
 def face_crop(store: Store, face_id: str) -> tuple[bytes, str, str]:
     """The face's JPEG crop: (bytes, mime type, etag)."""
     crop = store.get_face_crop(face_id)
-    data, mime_type = imaging.parse_data_uri(crop["cropped_face_base64"])
-    return data, mime_type, hashlib.sha256(data).hexdigest()[:32]
+    data = store.read_blob(crop, "crop")
+    return data, crop.get("mime_type", "image/jpeg"), blobs.etag(crop, "crop", data)
 
 
 def person_thumbnail(store: Store, person_id: str) -> tuple[bytes, str, str]:

@@ -5,13 +5,14 @@ Uploading lives in :mod:`services.upload`.
 
 from __future__ import annotations
 
-import hashlib
+import os
 import typing as t
 from collections.abc import Iterable
 from datetime import datetime
 
 from errors import DocumentNotFoundError
 from errors import ValidationError
+from services import blobs
 from services import bookkeeping
 from services import catalog
 from services import imaging
@@ -195,17 +196,43 @@ def _named(doc: Doc | None) -> Doc | None:
     return {"_id": doc["_id"], "name": doc["name"]} if doc else None
 
 
-def image_file(store: Store, image_id: str) -> tuple[bytes, str, str]:
-    """The stored image: (bytes, mime type, etag)."""
+#: Stored files at least this large are sent from disk in pieces, never read whole.
+STREAM_FROM_BYTES = 4 * 2**20
+
+
+def image_file(store: Store, image_id: str, *, size: int | None = None,
+               display_max: int = 0) -> ImageFile:
+    """The stored photo as uploaded (byte for byte unless originals are off), or with
+    ``size`` a JPEG fitted into ``size`` pixels, made from the display copy (fitted into
+    ``display_max``) when that is large enough."""
     store.get_image(image_id)
-    blob = store.get_image_blob(image_id)
-    data, mime_type = imaging.parse_data_uri(blob["original_image_base64"])
-    return data, mime_type, hashlib.sha256(data).hexdigest()[:32]
+    doc = store.get_image_blob(image_id)
+    if size is None:
+        path = store.blob_path(doc, "original")
+        if path and os.path.getsize(path) < STREAM_FROM_BYTES:
+            path = None
+        data = b"" if path else store.read_blob(doc, "original")
+        return ImageFile(data, doc.get("mime_type", "image/jpeg"),
+                         blobs.etag(doc, "original", data), path)
+    part = "display" if size <= display_max and (
+        doc.get("display_sha256") or "display_image_base64" in doc) else "original"
+    data = store.read_blob(doc, part)
+    return ImageFile(imaging.make_thumbnail(data, size), "image/jpeg",
+                     f"{blobs.etag(doc, part, data)}-{size}", None)
 
 
-def image_thumbnail(store: Store, image_id: str, size: int) -> tuple[bytes, str, str]:
-    data, _, etag = image_file(store, image_id)
-    return imaging.make_thumbnail(data, size), "image/jpeg", f"{etag}-{size}"
+def image_thumbnail(store: Store, image_id: str, size: int, *, display_max: int = 0
+                    ) -> ImageFile:
+    return image_file(store, image_id, size=size, display_max=display_max)
+
+
+class ImageFile(t.NamedTuple):
+    """Bytes to send, or a file holding them (``path``, when the files store has them)."""
+
+    data: bytes
+    mime_type: str
+    etag: str
+    path: str | None
 
 
 # -- changing -----------------------------------------------------------------------------

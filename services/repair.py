@@ -19,6 +19,7 @@ import datetime as dt
 import time
 import typing as t
 
+from services import blobs
 from services import bookkeeping
 from services import face_edits
 from services import processes
@@ -35,6 +36,9 @@ WAIT_FOR_REPAIR_SECONDS = 10.0
 #: Crops without a face made this recently may belong to an upload about to write its faces.
 ORPHAN_CROP_MARGIN_SECONDS = 5.0
 #: Heartbeats of processes silent this long are dropped (their claims were judged long ago).
+#: Stored bytes nothing names are deleted once this old (BLOB_SWEEP_GRACE_SECONDS): an upload
+#: writes its bytes before the documents naming them.
+BLOB_GRACE_SECONDS = 3600.0
 FORGET_PROCESSES_SECONDS = 86400.0
 
 
@@ -65,18 +69,21 @@ def background_pass(store: Store, *,
 
 def run(store: Store, *, dry_run: bool = False,
         stale_after_seconds: float = processes.FALLBACK_SECONDS, full: bool = True,
-        wait_seconds: float = WAIT_FOR_REPAIR_SECONDS) -> Doc:
+        wait_seconds: float = WAIT_FOR_REPAIR_SECONDS,
+        blob_grace_seconds: float = BLOB_GRACE_SECONDS) -> Doc:
     """Finish what a killed process left half done; returns a report of ids and counts.
 
     An abandoned upload's faces, crops, blob and hash claim are removed and the persons it
     touched recounted; an abandoned delete is finished; a dead upload's lease is released.
     ``full`` also records the image numbers never written and removes face crops without a
-    face (reads every id when there are some). With ``dry_run`` the same report says what
+    face (reads every id when there are some) and stored bytes no document names, written
+    over ``blob_grace_seconds`` ago (lists every blob). With ``dry_run`` the same report says what
     would be done, and nothing is written. When another repair holds the lock for
     ``wait_seconds``, nothing is done and the report says ``skipped``.
     """
     if dry_run:
-        return _repair(store, dry_run=True, full=full, stale_after_seconds=stale_after_seconds)
+        return _repair(store, dry_run=True, full=full, stale_after_seconds=stale_after_seconds,
+                       blob_grace_seconds=blob_grace_seconds)
     holder = f"{processes.claimant()}:{storage.new_id()}"
     deadline = time.monotonic() + wait_seconds
     while not store.acquire_lock(REPAIR_LOCK, holder, REPAIR_LOCK_SECONDS):
@@ -84,7 +91,8 @@ def run(store: Store, *, dry_run: bool = False,
             return {**_report(False), "skipped": "another repair is running"}
         time.sleep(0.1)
     try:
-        return _repair(store, dry_run=False, full=full, stale_after_seconds=stale_after_seconds)
+        return _repair(store, dry_run=False, full=full, stale_after_seconds=stale_after_seconds,
+                       blob_grace_seconds=blob_grace_seconds)
     finally:
         store.release_lock(REPAIR_LOCK, holder)
 
@@ -92,10 +100,12 @@ def run(store: Store, *, dry_run: bool = False,
 def _report(dry_run: bool) -> Doc:
     return {"dry_run": dry_run, "uploads_undone": [], "deletes_finished": [],
             "image_numbers_recovered": 0, "leases_released": [], "orphan_crops_removed": 0,
+            "orphan_blobs_removed": [],
             "intents_finished": []}
 
 
-def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float) -> Doc:
+def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float,
+            blob_grace_seconds: float) -> Doc:
     report = _report(dry_run)
     # Intents first: finishing one settles its upload or delete, so the scan below does not
     # see it again.
@@ -134,6 +144,9 @@ def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: flo
             store.delete_crops(orphans)
             store.forget_processes(moment - dt.timedelta(seconds=FORGET_PROCESSES_SECONDS))
         report["orphan_crops_removed"] = len(orphans)
+        # After the crops: bytes of the crops just removed are unnamed now.
+        report["orphan_blobs_removed"] = blobs.sweep(store, grace_seconds=blob_grace_seconds,
+                                                     dry_run=dry_run)
     return report
 
 

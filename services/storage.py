@@ -25,6 +25,7 @@ Tests kill a process after a chosen write with :class:`WriteFault` (armed per st
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import logging
@@ -64,6 +65,14 @@ COLLECTIONS = (
     "persons", "albums", "sections", "counters", "locks",
     "jobs", "job_files", "job_results", "upload_leases", "rejections", "not_same",
 )
+#: Where blob bytes may live (:meth:`Store.save_blob`); ``inline`` is a data URI in the
+#: blob document itself.
+_BLOB_STORES = ("files", "gridfs", "inline")
+#: Each blob part: (its data URI field when inline, its key field otherwise).
+_BLOB_FIELDS = {"original": ("original_image_base64", "sha256"),
+                "display": ("display_image_base64", "display_sha256"),
+                "crop": ("cropped_face_base64", "sha256")}
+_BLOB_DATA_FIELDS = tuple(data for data, _ in _BLOB_FIELDS.values())
 #: Counters a reset keeps: image numbers never repeat, so two images never share one and
 #: paging by number stays exact across resets (the numbers before a reset are its floor).
 _KEPT_COUNTERS = ("images",)
@@ -73,6 +82,7 @@ _GENERATION, _RESET = "generation", "reset"
 #: Fields never sent back by list queries: they are large or internal. Read-only: every
 #: query gets its own copy through :func:`_fields`.
 _FACE_LIGHT: Mapping[str, int] = MappingProxyType({"embedding": 0})
+_BLOB_KEYS: Mapping[str, int] = MappingProxyType({"store": 1, "sha256": 1, "display_sha256": 1})
 
 
 class DuplicateKeyError(Exception):
@@ -209,6 +219,9 @@ class Store:
         self.source = source
         self._indexes_ready = False
         self._index_lock = threading.Lock()
+        #: Where new blobs go, and the stores blobs are read from (:meth:`attach_blobs`).
+        self.blob_kind = "inline"
+        self._blob_backends: dict[str, BlobBackend] = {}
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -224,6 +237,10 @@ class Store:
                 db.images.create_index([("section_id", 1), ("created_at", -1)])
                 db.faces.create_index([("person_id", 1), ("created_at", -1)])
                 db.persons.create_index([("name", "text")])
+            if self.backend != "embedded":
+                # GridFS's own indexes, as drivers create them.
+                db["blobs.files"].create_index([("filename", 1), ("uploadDate", 1)])
+                db["blobs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)
             else:
                 # Nearest equivalents the embedded store holds: ascending keys, and a
                 # lower-cased name copy searched by prefix instead of a text index.
@@ -236,6 +253,9 @@ class Store:
                 db.faces.create_index(field)
             db.face_changes.create_index("seq")
             db.face_crops.create_index("image_id")
+            db.face_crops.create_index("sha256")
+            db.image_blobs.create_index("sha256")
+            db.image_blobs.create_index("display_sha256")
             db.image_gaps.create_index("seq")
             db.persons.create_index("name_lc")
             db.sections.create_index("album_id")
@@ -419,7 +439,8 @@ class Store:
         return self.db.images.find_one({"_id": image_id})
 
     def delete_image_blob(self, image_id: str) -> None:
-        self.db.image_blobs.delete_one({"_id": image_id})
+        doc = self.db.image_blobs.find_one_and_delete({"_id": image_id}, _fields(_BLOB_KEYS))
+        self._release_blobs([doc] if doc else [])
 
     def get_image_blob(self, image_id: str) -> Doc:
         return self._get("image_blobs", image_id, "Image")
@@ -504,7 +525,7 @@ class Store:
         Its number becomes a gap after the image is gone: paging counts a ``deleting`` image
         as not ready already, and a crash in between leaves a number :meth:`fill_image_gaps`
         finds."""
-        self.db.image_blobs.delete_one({"_id": image["_id"]})
+        self.delete_image_blob(image["_id"])
         if image.get("sha256"):
             self.release_hash(image["sha256"], image["_id"])
         self.db.images.delete_one({"_id": image["_id"]})
@@ -575,7 +596,7 @@ class Store:
             if self.db.rejections.find_one({"face_id": face_id}) is not None:
                 self.db.rejections.delete_many({"face_id": face_id})
             face = self.db.faces.find_one_and_delete({"_id": face_id})
-            self.db.face_crops.delete_one({"_id": face_id})
+            self.delete_crops([face_id])
             if face is not None:
                 deleted.append(face)
         return deleted
@@ -584,7 +605,10 @@ class Store:
         """Delete the crops written for an image's faces, with or without their faces (an
         upload killed between the two leaves crops alone). Crops written before crops named
         their image are found by :meth:`orphan_crop_ids`."""
-        return self.db.face_crops.delete_many({"image_id": image_id}).deleted_count
+        crops = list(self.db.face_crops.find({"image_id": image_id}, _fields(_BLOB_KEYS)))
+        removed = self.db.face_crops.delete_many({"image_id": image_id}).deleted_count
+        self._release_blobs(crops)
+        return removed
 
     def orphan_crop_ids(self, made_before: datetime) -> list[str]:
         """Ids of crops without a face whose ids were made before ``made_before`` (newer ones
@@ -600,7 +624,8 @@ class Store:
 
     def delete_crops(self, face_ids: Iterable[str]) -> None:
         for face_id in face_ids:
-            self.db.face_crops.delete_one({"_id": face_id})
+            crop = self.db.face_crops.find_one_and_delete({"_id": face_id}, _fields(_BLOB_KEYS))
+            self._release_blobs([crop] if crop else [])
 
     def reassign_face(self, face_id: str, person_id: str) -> Doc | None:
         """Point a face at a person by hand, atomically; returns the face as it was before
@@ -970,6 +995,8 @@ class Store:
         for name in COLLECTIONS:
             query = {"_id": {"$nin": list(_KEPT_COUNTERS)}} if name == "counters" else {}
             removed[name] = self.db[name].delete_many(query).deleted_count
+        for kind, backend in self._blob_backends.items():
+            removed[f"blobs_{kind}"] = backend.wipe()
         self.db.gallery.update_one({"_id": _GENERATION},
                                    {"$inc": {"n": 1}, "$set": {"seq_floor": floor}},
                                    upsert=True)
@@ -1069,6 +1096,159 @@ class Store:
         """True when an image was stored after ``moment`` (a scan: repair only)."""
         return self.db.images.find_one({"created_at": {"$gt": moment}}) is not None
 
+    # -- blobs: photo, display copy and crop bytes (services/blobs.py) ------------------
+    #
+    # A blob's bytes live in one of three places, each referred to from a small document
+    # (``image_blobs`` per image, ``face_crops`` per face): ``inline`` keeps the seed's data
+    # URI in that document; ``gridfs`` and ``files`` keep content-addressed bytes (key: their
+    # sha256) in MongoDB's GridFS layout or under DATA_DIR/blobs, and the document names the
+    # store and the key. Bytes are written before the document naming them, and the
+    # document is deleted before the bytes: a crash leaves at worst bytes nothing names,
+    # which :meth:`unreferenced_blobs` finds.
+
+    def attach_blobs(self, kind: str, files: BlobBackend | None) -> None:
+        """Choose where new blobs go (``files``, ``gridfs`` or ``inline``); ``files`` is the
+        DATA_DIR store, or None where there is no DATA_DIR."""
+        backends: dict[str, BlobBackend] = {}
+        if self.backend != "embedded":
+            backends["gridfs"] = GridBlobs(self)
+        if files is not None:
+            backends["files"] = files
+        if kind not in (*backends, "inline"):
+            reason = {"gridfs": "needs MongoDB (MONGODB_URI)", "files": "needs a DATA_DIR"}
+            raise ConfigError(f"BLOB_STORE: {kind!r} {reason.get(kind, 'is not a store')}")
+        self.blob_kind, self._blob_backends = kind, backends
+
+    def blob_backend(self, kind: str) -> BlobBackend:
+        """The ``files`` or ``gridfs`` backend."""
+        if not self._blob_backends:
+            self.attach_blobs(default_blob_store(self.backend), None)
+        try:
+            return self._blob_backends[kind]
+        except KeyError:
+            raise ConfigError(f"BLOB_STORE: {kind!r} is not available here") from None
+
+    def blob_kinds(self) -> list[str]:
+        if not self._blob_backends:
+            self.attach_blobs(default_blob_store(self.backend), None)
+        return list(self._blob_backends)
+
+    def save_blob(self, part: str, data: bytes, mime_type: str, *,
+                  kind: str | None = None) -> Doc:
+        """Store one part's bytes; returns the fields that name them in its document."""
+        kind = kind or self.blob_kind
+        data_field, key_field = _BLOB_FIELDS[part]
+        key = hashlib.sha256(data).hexdigest()
+        if kind == "inline":
+            uri = f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+            return {data_field: uri, key_field: key, f"{part}_size": len(data),
+                    "store": "inline"}
+        self._fault_point(lambda: self.blob_backend(kind).put(key, data))
+        return {key_field: key, f"{part}_size": len(data), "store": kind}
+
+    def read_blob(self, doc: Doc, part: str) -> bytes:
+        """The bytes of one part named by ``doc`` (an ``image_blobs`` or ``face_crops`` one).
+
+        :raise DocumentNotFoundError: the part is not there (a display copy never made).
+        """
+        data_field, key_field = _BLOB_FIELDS[part]
+        if data_field in doc:
+            uri = doc[data_field]
+            return base64.b64decode(uri.partition(",")[2])
+        key = doc.get(key_field)
+        if not key:
+            raise DocumentNotFoundError(f"No {part} stored", details={"part": part})
+        stores = [doc.get("store", self.blob_kind)]
+        stores += [k for k in self.blob_kinds() if k not in stores]
+        for kind in stores:  # a migration moves bytes before it rewrites the document
+            data = self.blob_backend(kind).get(key) if kind in self._blob_backends else None
+            if data is not None:
+                return data
+        raise DocumentNotFoundError(f"The stored {part} is missing (run repair)",
+                                    details={"part": part, "sha256": key})
+
+    def blob_path(self, doc: Doc, part: str) -> str | None:
+        """A file holding the part's bytes, when the files store has it (sent as is)."""
+        key = doc.get(_BLOB_FIELDS[part][1])
+        if doc.get("store") != "files" or not key or "files" not in self._blob_backends:
+            return None
+        return self._blob_backends["files"].path(key)
+
+    def _release_blobs(self, docs: Iterable[Doc]) -> None:
+        """Delete the bytes the (deleted) documents named, unless another document names
+        the same bytes in the same store (identical crops, a display copy that is the
+        original)."""
+        for doc in docs:
+            kind = doc.get("store")
+            backend = self._blob_backends.get(kind)
+            if backend is None:
+                continue
+            for key_field in ("sha256", "display_sha256"):
+                key = doc.get(key_field)
+                if key and not self._blob_named(kind, key):
+                    self._fault_point(lambda b=backend, k=key: b.delete(k))
+
+    def _blob_named(self, kind: str, key: str) -> bool:
+        return any(self.db[c].find_one({f: key, "store": kind}, {"_id": 1}) is not None
+                   for c, f in (("image_blobs", "sha256"), ("image_blobs", "display_sha256"),
+                                ("face_crops", "sha256")))
+
+    def named_blob_keys(self) -> dict[str, set[str]]:
+        """Every key each store's documents name (reads every blob document's keys)."""
+        named: dict[str, set[str]] = {}
+        for collection, fields in (("image_blobs", ("sha256", "display_sha256")),
+                                   ("face_crops", ("sha256",))):
+            projection = {"store": 1, **{f: 1 for f in fields}}
+            for doc in self.db[collection].find({}, projection):
+                for field in fields:
+                    if doc.get(field):
+                        named.setdefault(doc.get("store", "inline"), set()).add(doc[field])
+        return named
+
+    def unreferenced_blobs(self, made_before: datetime) -> list[tuple[str, str]]:
+        """(store, key) of bytes in ``files``/``gridfs`` no document names, written before
+        ``made_before`` (newer ones may belong to an upload writing its documents now)."""
+        named = self.named_blob_keys()
+        return [(kind, key) for kind, backend in self._blob_backends.items()
+                for key, written in backend.keys()
+                if written < made_before and key not in named.get(kind, set())]
+
+    def delete_blob(self, kind: str, key: str) -> None:
+        """Delete bytes from a store, unless a document names them there by now."""
+        if not self._blob_named(kind, key):
+            self._fault_point(lambda: self.blob_backend(kind).delete(key))
+
+    def blob_document_ids(self, collection: str, *, not_in: str) -> list[str]:
+        """Ids of the blob documents whose bytes are not in store ``not_in`` (documents
+        written before they named a store hold data URIs: ``inline``)."""
+        return [d["_id"] for d in self.db[collection].find({}, {"store": 1})
+                if d.get("store", "inline") != not_in]
+
+    def find_blob_document(self, collection: str, doc_id: str) -> Doc | None:
+        return self.db[collection].find_one({"_id": doc_id})
+
+    def repoint_blob_document(self, collection: str, doc: Doc, fields: Doc) -> bool:
+        """Point a blob document at bytes copied elsewhere, only if it is unchanged since
+        ``doc`` was read (a migration racing a delete or another migration loses)."""
+        unset = {f: "" for f in (*_BLOB_DATA_FIELDS, "display_sha256", "display_size")
+                 if f in doc and f not in fields}
+        update: Doc = {"$set": fields}
+        if unset:
+            update["$unset"] = unset
+        query = {"_id": doc["_id"], "store": doc["store"]} if "store" in doc else {
+            "_id": doc["_id"]}
+        return self.db[collection].update_one(query, update).matched_count == 1
+
+    def _fault_point(self, write: t.Callable[[], t.Any]) -> t.Any:
+        """A write outside the database counts as one for an armed :class:`WriteFault`."""
+        fault = self.db._fault if isinstance(self.db, _FaultyDatabase) else None
+        if fault is not None:
+            fault.before_write()
+        result = write()
+        if fault is not None:
+            fault.after_write()
+        return result
+
     # -- fault injection (tests) ---------------------------------------------------------
 
     def arm_fault(self, fault: WriteFault) -> None:
@@ -1079,6 +1259,102 @@ class Store:
     def disarm_fault(self) -> None:
         if isinstance(self.db, _FaultyDatabase):
             self.db = self.db.raw
+
+
+def blob_key_field(part: str) -> str:
+    """The field of a blob document holding a part's key (its bytes' sha256)."""
+    return _BLOB_FIELDS[part][1]
+
+
+def default_blob_store(backend: str) -> str:
+    """``gridfs`` on MongoDB (the database holds everything), ``files`` on the embedded store."""
+    return "files" if backend == "embedded" else "gridfs"
+
+
+class BlobBackend(t.Protocol):
+    """Content-addressed bytes: the key is the bytes' sha256 (hex)."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self) -> Iterator[tuple[str, datetime]]: ...
+
+    def path(self, key: str) -> str | None: ...
+
+    def wipe(self) -> int: ...
+
+
+class GridBlobs:
+    """Bytes in MongoDB's GridFS layout (bucket ``blobs``: ``blobs.files`` and
+    ``blobs.chunks``, 255 KiB chunks), written with plain collection operations so mongomock
+    holds them too; ``mongofiles --prefix blobs`` and pymongo's ``GridFSBucket`` read them.
+
+    Chunks are written before their ``files`` document, which is what makes a blob exist: a
+    process killed in between leaves chunks that the next put of the same key replaces and
+    :meth:`keys` reports (without a date: the sweep removes them).
+    """
+
+    CHUNK_BYTES = 255 * 1024
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def _files(self) -> t.Any:
+        return self._store.db["blobs.files"]
+
+    @property
+    def _chunks(self) -> t.Any:
+        return self._store.db["blobs.chunks"]
+
+    def put(self, key: str, data: bytes) -> None:
+        if self._files.find_one({"_id": key}, {"_id": 1}) is not None:
+            return  # content-addressed: the same key is the same bytes
+        self._chunks.delete_many({"files_id": key})  # left by a killed put
+        size = self.CHUNK_BYTES
+        for first in range(0, max(len(data), 1), size * 16):
+            self._chunks.insert_many([
+                {"_id": ObjectId(), "files_id": key, "n": n // size, "data": data[n:n + size]}
+                for n in range(first, min(len(data), first + size * 16), size)] or [
+                {"_id": ObjectId(), "files_id": key, "n": 0, "data": b""}])
+        try:
+            self._files.insert_many([{"_id": key, "length": len(data), "chunkSize": size,
+                                      "uploadDate": now(), "filename": key}])
+        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError):
+            pass  # the same bytes, put by another upload meanwhile
+
+    def get(self, key: str) -> bytes | None:
+        doc = self._files.find_one({"_id": key})
+        if doc is None:
+            return None
+        chunks = sorted(self._chunks.find({"files_id": key}), key=lambda c: c["n"])
+        data = b"".join(bytes(c["data"]) for c in chunks)
+        return data if len(data) == doc["length"] else None
+
+    def delete(self, key: str) -> None:
+        # The files document first: without it the blob is gone, whatever chunks remain.
+        self._files.delete_one({"_id": key})
+        self._chunks.delete_many({"files_id": key})
+
+    def keys(self) -> Iterator[tuple[str, datetime]]:
+        written = {d["_id"]: d["uploadDate"] for d in self._files.find({}, {"uploadDate": 1})}
+        yield from written.items()
+        if self._chunks.count_documents({"n": 0}) > len(written):
+            # Chunks whose files document was never written (a killed put).
+            for chunk in self._chunks.find({"n": 0}, {"files_id": 1}):
+                if chunk["files_id"] not in written:
+                    yield chunk["files_id"], id_time(str(chunk["_id"]))
+
+    def path(self, key: str) -> str | None:
+        return None
+
+    def wipe(self) -> int:
+        removed = self._files.delete_many({}).deleted_count
+        self._chunks.delete_many({})
+        return removed
 
 
 def _person_flags(include_hidden: bool, favorite_only: bool) -> Doc:

@@ -105,7 +105,8 @@ class JobQueue:
 
 def run_worker(gallery: Gallery, *, workers: int = 1, stop_with_parent: bool = False) -> None:
     """Repair, recover the jobs a dead worker left, then run jobs until stopped."""
-    report = repair.run(gallery.store)
+    report = repair.run(gallery.store,
+                        blob_grace_seconds=gallery.settings["BLOB_SWEEP_GRACE_SECONDS"])
     if any(report.values()):
         log.warning("repaired half-written work: %s", report)
     recovered = jobs.recover(gallery)

@@ -32,7 +32,6 @@ from services import bookkeeping
 from services import clustering
 from services import corrections
 from services import face_edits
-from services import imaging
 from services import ingest
 from services import people
 from services import processes
@@ -132,13 +131,14 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
         forbidden=corrections.forbidden_for_new_faces(
             store, index, [face.encoding for face in analysis.faces]))
 
-    blob_uri = imaging.data_uri(analysis.stored, analysis.mime_type)
-    if len(blob_uri) > MAX_BLOB_BYTES:
-        raise FileSizeError(
-            f"The image to store is {len(blob_uri) // 2**20} MB as a data URI, over the "
-            f"{MAX_BLOB_BYTES // 2**20} MB a database document holds; "
-            "enable IMAGE_COMPRESSION or upload a smaller file",
-            details={"stored_bytes": len(blob_uri)})
+    if store.blob_kind == "inline":
+        inline = (len(analysis.stored) + len(analysis.display or b"")) * 4 // 3
+        if inline > MAX_BLOB_BYTES:
+            raise FileSizeError(
+                f"The image to store is {inline // 2**20} MB as a data URI, over the "
+                f"{MAX_BLOB_BYTES // 2**20} MB a database document holds; use BLOB_STORE=gridfs "
+                "or files, or upload a smaller file",
+                details={"stored_bytes": inline})
 
     sha256 = analysis.sha256
     existing = _claim_hash(store, sha256, image_id, claimant)
@@ -162,8 +162,7 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
     }
     touched: list[str] = [p for p, _ in choices if p is not None]
     try:
-        store.insert_image(image_doc, {"_id": image_id, "mime_type": analysis.mime_type,
-                                       "original_image_base64": blob_uri})
+        store.insert_image(image_doc, _blob_document(store, image_id, analysis))
         faces = _write_faces(store, image_doc, analysis.faces, choices, touched, ids)
         store.set_image_fields(image_id, {"status": "ready"})
     except BaseException:
@@ -337,6 +336,16 @@ def _duplicate_result(store: Store, image: Doc, started: float) -> Doc:
     }
 
 
+def _blob_document(store: Store, image_id: str, analysis: ingest.Analysis) -> Doc:
+    """Store the photo's bytes (and its display copy); returns the document naming them."""
+    doc: Doc = {"_id": image_id, "mime_type": analysis.mime_type,
+                **store.save_blob("original", analysis.stored, analysis.mime_type)}
+    if analysis.display is not None:
+        doc.update(store.save_blob("display", analysis.display, analysis.display_mime_type),
+                   display_mime_type=analysis.display_mime_type)
+    return doc
+
+
 def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
                  choices: list[tuple[str | None, float | None]], touched: list[str],
                  ids: tuple[list[str], list[str]]) -> list[Doc]:
@@ -379,7 +388,7 @@ def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
         })
         # The image named: a crop its upload was killed before pairing with a face is found.
         crop_docs.append({"_id": face_id, "image_id": image["_id"], "mime_type": "image/jpeg",
-                          "cropped_face_base64": imaging.data_uri(face.crop_jpeg, "image/jpeg")})
+                          **store.save_blob("crop", face.crop_jpeg, "image/jpeg")})
         results.append({"face_id": face_id, "location": location, "person_id": person_id,
                         "new_person": new_person, "quality_score": round(face.quality, 4)})
     store.insert_persons(new_persons)

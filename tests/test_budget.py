@@ -125,7 +125,7 @@ def _pillow_limit() -> int:
 def test_ingest_worker_processes_take_the_limit_too():
     options = ingest.AnalysisOptions(
         allowed_formats=("png",), max_pixels=4_000_000, image_max_dimension=1920,
-        compression=True, quality=85, crop_padding=0.1, model="hog", upsample=1,
+        store_originals=False, quality=85, crop_padding=0.1, model="hog", upsample=1,
         num_jitters=1, detection_max_dimension=4608)
     pool = ingest.IngestPool(2)
     try:

@@ -19,7 +19,7 @@ from tests.invariants import check_invariants
 
 OPTIONS = ingest.AnalysisOptions.from_settings({
     "ALLOWED_EXTENSIONS": ["jpg", "jpeg", "png", "gif", "webp"], "IMAGE_MAX_PIXELS": 10**8,
-    "IMAGE_MAX_DIMENSION": 1920, "IMAGE_COMPRESSION": True, "IMAGE_QUALITY": 85,
+    "IMAGE_MAX_DIMENSION": 1920, "STORE_ORIGINALS": False, "IMAGE_QUALITY": 85,
     "FACE_CROP_PADDING": 0.1, "FACE_DETECTION_MODEL": "hog", "FACE_DETECTION_UPSAMPLE": 1,
     "FACE_NUM_JITTERS": 1, "FACE_DETECTION_MAX_DIMENSION": 0,
 })

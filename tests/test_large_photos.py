@@ -1,7 +1,7 @@
 """Photos larger than IMAGE_MAX_DIMENSION: faces are found on a shrunk copy, and every box the
 API gives is in the pixels of the image it describes.
 
-* Upload with IMAGE_COMPRESSION on: the shrunk copy is stored, boxes are in its pixels.
+* Upload with STORE_ORIGINALS off: the shrunk copy is stored, boxes are in its pixels.
 * Upload with it off: the original bytes are stored, boxes are in the original (upright) pixels.
 * Search: boxes of the query's faces are in the query photo's own (upright) pixels.
 
@@ -74,7 +74,7 @@ def compression(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def small_client(store, compression):
     app = create_app({**BASE_CONFIG, "IMAGE_MAX_DIMENSION": MAX_DIMENSION,
-                      "IMAGE_COMPRESSION": compression}, store=store, environ={})
+                      "STORE_ORIGINALS": not compression}, store=store, environ={})
     with app.test_client() as client:
         yield client
     check_invariants(store)
