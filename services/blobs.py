@@ -19,16 +19,13 @@ import hashlib
 import logging
 import os
 import typing as t
-import uuid
 from collections.abc import Callable
-from collections.abc import Iterator
 from collections.abc import Mapping
-from datetime import UTC
-from datetime import datetime
 from datetime import timedelta
 
 from errors import DocumentNotFoundError
 from services import storage
+from services.filestore import FileBlobs
 from services.storage import Store
 
 log = logging.getLogger(__name__)
@@ -40,79 +37,23 @@ STORES = ("files", "gridfs", "inline")
 _PARTS = (("image_blobs", ("original", "display")), ("face_crops", ("crop",)))
 
 
-class FileBlobs:
-    """Content-addressed files under ``root``."""
+def attach(store: Store, settings: Mapping[str, t.Any], *, every_store: bool = False) -> None:
+    """Give the store its blob stores from the settings (``BLOB_STORE``, ``DATA_DIR``).
 
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def path_for(self, key: str) -> str:
-        return os.path.join(self.root, key[:2], key[2:4], key)
-
-    def put(self, key: str, data: bytes) -> None:
-        final = self.path_for(key)
-        if os.path.exists(final):
-            os.utime(final)  # fresh again: the sweep's grace period counts from now
-            return
-        folder = os.path.dirname(final)
-        os.makedirs(folder, exist_ok=True)
-        temporary = f"{final}.{uuid.uuid4().hex[:12]}.tmp"
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, final)
-        # The rename itself is durable only once the folder is.
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            with open(self.path_for(key), "rb") as source:
-                return source.read()
-        except FileNotFoundError:
-            return None
-
-    def path(self, key: str) -> str | None:
-        found = self.path_for(key)
-        return found if os.path.exists(found) else None
-
-    def delete(self, key: str) -> None:
-        try:
-            os.unlink(self.path_for(key))
-        except FileNotFoundError:
-            pass
-
-    def keys(self) -> Iterator[tuple[str, datetime]]:
-        """Every file's name (temporary ones too: a killed put's) and its modification time."""
-        for folder, _, names in os.walk(self.root):
-            for name in names:
-                try:
-                    moment = os.stat(os.path.join(folder, name)).st_mtime
-                except FileNotFoundError:
-                    continue
-                yield name, datetime.fromtimestamp(moment, UTC).replace(tzinfo=None)
-
-    def wipe(self) -> int:
-        removed = 0
-        for name, _ in list(self.keys()):
-            self.delete(name)
-            removed += 1
-        return removed
-
-
-def attach(store: Store, settings: Mapping[str, t.Any]) -> None:
-    """Give the store its blob stores from the settings (``BLOB_STORE``, ``DATA_DIR``)."""
-    # The embedded store's own folder: a store opened on another folder (tests, scripts) keeps
-    # its blobs beside its database.
-    data_dir = (store.source[2] if store.backend == "embedded" and store.source
-                else settings.get("DATA_DIR") or "")
-    files = FileBlobs(os.path.join(data_dir, "blobs")) if data_dir else None
-    store.attach_blobs(settings.get("BLOB_STORE") or storage.default_blob_store(store.backend),
-                       files)
+    On MongoDB the files store is opened only when chosen (or for ``every_store``, a
+    migration): its folder is then ``DATA_DIR/blobs/<DATABASE_NAME>``, so two galleries
+    sharing a DATA_DIR never sweep each other's files.
+    """
+    kind = settings.get("BLOB_STORE") or storage.default_blob_store(store.backend)
+    if store.backend == "embedded":
+        # The embedded store's own folder: a store opened on another folder (tests,
+        # scripts) keeps its blobs beside its database.
+        root = os.path.join(store.source[2] if store.source else settings["DATA_DIR"], "blobs")
+    elif (kind == "files" or every_store) and settings.get("DATA_DIR"):
+        root = os.path.join(settings["DATA_DIR"], "blobs", settings["DATABASE_NAME"])
+    else:
+        root = ""
+    store.attach_blobs(kind, FileBlobs(root) if root else None)
 
 
 def sweep(store: Store, *, grace_seconds: float, dry_run: bool = False) -> list[str]:

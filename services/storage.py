@@ -50,6 +50,7 @@ from errors import ConfigError
 from errors import DatabaseConnectionError
 from errors import DocumentNotFoundError
 from errors import ValidationError
+from services.filestore import FileBlobs
 
 log = logging.getLogger(__name__)
 
@@ -1119,10 +1120,16 @@ class Store:
             raise ConfigError(f"BLOB_STORE: {kind!r} {reason.get(kind, 'is not a store')}")
         self.blob_kind, self._blob_backends = kind, backends
 
+    def _default_blobs(self) -> None:
+        # A store used without the app's settings (scripts, tests) reads every store there is.
+        data_dir = self.source[2] if self.source and self.backend == "embedded" else ""
+        self.attach_blobs(default_blob_store(self.backend),
+                          FileBlobs(os.path.join(data_dir, "blobs")) if data_dir else None)
+
     def blob_backend(self, kind: str) -> BlobBackend:
         """The ``files`` or ``gridfs`` backend."""
         if not self._blob_backends:
-            self.attach_blobs(default_blob_store(self.backend), None)
+            self._default_blobs()
         try:
             return self._blob_backends[kind]
         except KeyError:
@@ -1130,7 +1137,7 @@ class Store:
 
     def blob_kinds(self) -> list[str]:
         if not self._blob_backends:
-            self.attach_blobs(default_blob_store(self.backend), None)
+            self._default_blobs()
         return list(self._blob_backends)
 
     def save_blob(self, part: str, data: bytes, mime_type: str, *,

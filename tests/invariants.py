@@ -73,3 +73,9 @@ def check_invariants(store: Store) -> None:
     assert blob_ids == set(images), "image blobs and images differ"
     crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}
     assert crop_ids == {f["_id"] for f in faces}, "face crops and faces differ"
+    # Every blob document's bytes are where it says (each store lists what it holds).
+    held = {kind: {key for key, _ in store.blob_backend(kind).keys()}
+            for kind in store.blob_kinds()}
+    for kind, keys in store.named_blob_keys().items():
+        missing = keys - held.get(kind, keys if kind == "inline" else set())
+        assert not missing, f"blob documents name bytes missing from {kind}: {sorted(missing)}"

@@ -10,6 +10,7 @@ each crash point starts from a gallery seeded from those analyses.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from services import photos as images_api
 from services import profiles
 from services import recognition
 from services import repair
+from services import storage
 from services import upload
 from services.context import Gallery
 from services.storage import COLLECTIONS
@@ -237,6 +239,9 @@ def check_after_repair(store: Store, settings: Doc, seed: Seed, may_lose: tuple[
                        other_worker: Gallery, edited: tuple[str, ...] = ()) -> None:
     check_invariants(store)
     assert store.reset_mark() is None, "a killed reset's mark was left"
+    # Bytes written before the documents naming them, or left when those went, are swept.
+    left = store.unreferenced_blobs(storage.now() + dt.timedelta(seconds=1))
+    assert not left, f"stored bytes nothing names: {left}"
     # Nothing acknowledged is missing: every seeded photo the operation does not remove is
     # there with all its faces (a reset removes all of them or none).
     present = {name for name, done in seed.items() if store.find_image(done["image_id"])}
@@ -307,7 +312,7 @@ def test_a_kill_after_any_write_is_repaired(name, backend, settings, analysed, t
         other_worker.sync_index()
         crash_at(store, after, lambda: operation(gallery, done, analysed))  # noqa: B023 - run now
         # Restarted: a new process repairs at once (the dead one's intents are not waited for).
-        report = repair.run(store, stale_after_seconds=0)
+        report = repair.run(store, stale_after_seconds=0, blob_grace_seconds=0)
         try:
             check_after_repair(store, settings, done, may_lose, other_worker,
                                EDITED.get(name, ()))
@@ -325,7 +330,7 @@ def clone(seeded: Store, seeded_at: Path, path: Path) -> Store:
         store = open_store("", "face_gallery_test", str(path / "data"))
     else:
         store = open_store("mongomock://", "face_gallery_test", "")
-        for collection in (*COLLECTIONS, "gallery", "intents"):
+        for collection in (*COLLECTIONS, "gallery", "intents", "blobs.files", "blobs.chunks"):
             docs = list(seeded.db[collection].find({}))
             if docs:
                 store.db[collection].insert_many(docs)
