@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from errors import GalleryError
+from services import blobs
 from services import catalog
 from services import importer
 from services import jobs
@@ -54,6 +55,31 @@ def repair_command(dry_run: bool) -> None:
     _echo_json(report)
     changes = ", ".join(f"{key} {n}" for key, n in repair.counts(report).items())
     click.echo(f"{'would change' if dry_run else 'changed'}: {changes}")
+
+
+blob_commands = AppGroup("blobs", help="Where photo and crop bytes are stored.")
+gallery.add_command(blob_commands)
+
+
+@blob_commands.command("migrate")
+@click.option("--to", "target", required=True, type=click.Choice(blobs.STORES),
+              help="The store to move every blob to.")
+@click.option("--dry-run", is_flag=True, help="Read and verify every blob; move nothing.")
+def migrate_blobs_command(target: str, dry_run: bool) -> None:
+    """Move every photo, display copy and crop to another store, verifying each by sha256.
+
+    Safe to interrupt and run again (it continues); the gallery serves throughout. Set
+    BLOB_STORE to the same store so new uploads go there too. Exit code 1 when a blob
+    could not be moved."""
+    handles = _handles()
+    started = time.monotonic()
+    show = _CountBar("blob documents") if sys.stderr.isatty() else _CountLines("blob documents")
+    report = blobs.migrate(handles.store, target, settings=handles.settings, dry_run=dry_run,
+                           progress=lambda done, total: show(done, total, started))
+    show.close()
+    _echo_json(report)
+    if report["failed"]:
+        sys.exit(1)
 
 
 @gallery.command("worker")
@@ -170,6 +196,46 @@ class _TerminalBar:
 
     def close(self) -> None:
         click.echo("", err=True)
+
+
+class _CountBar:
+    """A bar for work counted in items: done/total, rate and ETA."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, done: int, total: int, started: float) -> None:
+        filled = round(_TerminalBar.width * done / max(total, 1))
+        bar = "#" * filled + "-" * (_TerminalBar.width - filled)
+        click.echo(f"\r\033[K[{bar}] {_count_status(self.what, done, total, started)}",
+                   err=True, nl=False)
+
+    def close(self) -> None:
+        click.echo("", err=True)
+
+
+class _CountLines(_CountBar):
+    """Plain lines every few seconds and at the end, for logs."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, started: float) -> None:
+        now = time.monotonic()
+        if now - self._last >= PLAIN_EVERY_SECONDS or done == total:
+            self._last = now
+            click.echo(f"progress: {_count_status(self.what, done, total, started)}", err=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _count_status(what: str, done: int, total: int, started: float) -> str:
+    elapsed = time.monotonic() - started
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate else 0.0
+    return f"{done}/{total} {what}, {rate:.1f}/s, ETA {_duration(eta)}"
 
 
 class _PlainLines:

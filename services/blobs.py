@@ -37,19 +37,20 @@ STORES = ("files", "gridfs", "inline")
 _PARTS = (("image_blobs", ("original", "display")), ("face_crops", ("crop",)))
 
 
-def attach(store: Store, settings: Mapping[str, t.Any], *, every_store: bool = False) -> None:
+def attach(store: Store, settings: Mapping[str, t.Any]) -> None:
     """Give the store its blob stores from the settings (``BLOB_STORE``, ``DATA_DIR``).
 
-    On MongoDB the files store is opened only when chosen (or for ``every_store``, a
-    migration): its folder is then ``DATA_DIR/blobs/<DATABASE_NAME>``, so two galleries
-    sharing a DATA_DIR never sweep each other's files.
+    Every store there is is read (bytes stay readable while a migration moves them); new
+    bytes go to the chosen one. On MongoDB the files store's folder is
+    ``DATA_DIR/blobs/<DATABASE_NAME>``: two galleries sharing a DATA_DIR never sweep each
+    other's files.
     """
     kind = settings.get("BLOB_STORE") or storage.default_blob_store(store.backend)
     if store.backend == "embedded":
         # The embedded store's own folder: a store opened on another folder (tests,
         # scripts) keeps its blobs beside its database.
         root = os.path.join(store.source[2] if store.source else settings["DATA_DIR"], "blobs")
-    elif (kind == "files" or every_store) and settings.get("DATA_DIR"):
+    elif settings.get("DATA_DIR"):
         root = os.path.join(settings["DATA_DIR"], "blobs", settings["DATABASE_NAME"])
     else:
         root = ""
@@ -67,15 +68,18 @@ def sweep(store: Store, *, grace_seconds: float, dry_run: bool = False) -> list[
     return [f"{kind}:{key}" for kind, key in found]
 
 
-def migrate(store: Store, target: str, *, dry_run: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> Doc:
+def migrate(store: Store, target: str, *, settings: Mapping[str, t.Any] | None = None,
+            dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> Doc:
     """Move every blob to store ``target``, verifying each by sha256.
 
     Each document's bytes are copied, read back and checked, then the document is pointed at
     them, then the old bytes are deleted (when nothing else names them). Readers find the
     bytes at every moment; an interrupted run leaves each document on one side or the other,
-    and running again moves the rest.
+    and running again moves the rest. With ``settings``, the stores are opened from them
+    first (a command line's own settings).
     """
+    if settings is not None:
+        attach(store, settings)
     store.blob_backend(target) if target != "inline" else None  # refuse an absent store now
     todo = [(collection, doc_id, parts) for collection, parts in _PARTS
             for doc_id in store.blob_document_ids(collection, not_in=target)]

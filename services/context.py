@@ -38,6 +38,9 @@ def check_settings(settings: Mapping[str, t.Any]) -> None:
     :raise ConfigError: naming the variable.
     """
     storage.check_uri(settings["MONGODB_URI"])
+    if settings.get("BLOB_STORE") == "gridfs" and not settings["MONGODB_URI"]:
+        raise ConfigError("BLOB_STORE: gridfs needs MongoDB (MONGODB_URI); the embedded store "
+                          "keeps blobs as files or inline")
     if settings["MONGODB_URI"] and settings["REDIS_URL"]:
         return  # nothing lives in DATA_DIR
     data_dir = settings["DATA_DIR"]
