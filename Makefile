@@ -65,6 +65,7 @@ bench: install-dev
 	$(PY) -m bench.ingest
 	$(PY) -m bench.suggestions
 	$(PY) -m bench.corrections
+	$(PY) -m bench.blobs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

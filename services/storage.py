@@ -40,6 +40,8 @@ from datetime import UTC
 from datetime import datetime
 from types import MappingProxyType
 
+import gridfs
+import gridfs.errors
 import numpy as np
 import pymongo
 import pymongo.errors
@@ -238,8 +240,8 @@ class Store:
                 db.images.create_index([("section_id", 1), ("created_at", -1)])
                 db.faces.create_index([("person_id", 1), ("created_at", -1)])
                 db.persons.create_index([("name", "text")])
-            if self.backend != "embedded":
-                # GridFS's own indexes, as drivers create them.
+            if self.backend == "mongomock":
+                # GridFS's own indexes, as pymongo's GridFSBucket makes them on MongoDB.
                 db["blobs.files"].create_index([("filename", 1), ("uploadDate", 1)])
                 db["blobs.chunks"].create_index([("files_id", 1), ("n", 1)], unique=True)
             else:
@@ -1295,13 +1297,13 @@ class BlobBackend(t.Protocol):
 
 
 class GridBlobs:
-    """Bytes in MongoDB's GridFS layout (bucket ``blobs``: ``blobs.files`` and
-    ``blobs.chunks``, 255 KiB chunks), written with plain collection operations so mongomock
-    holds them too; ``mongofiles --prefix blobs`` and pymongo's ``GridFSBucket`` read them.
+    """Bytes in GridFS, bucket ``blobs`` (``blobs.files``, ``blobs.chunks``): on MongoDB
+    through pymongo's own ``GridFSBucket``; on mongomock, which cannot run it, written with
+    plain collection operations in the layout the GridFS specification gives (255 KiB
+    chunks, then the ``files`` document that makes the blob exist).
 
-    Chunks are written before their ``files`` document, which is what makes a blob exist: a
-    process killed in between leaves chunks that the next put of the same key replaces and
-    :meth:`keys` reports (without a date: the sweep removes them).
+    A process killed between the chunks and the ``files`` document leaves chunks that the
+    next put of the same key replaces and :meth:`keys` reports (dated by their ids).
     """
 
     CHUNK_BYTES = 255 * 1024
@@ -1310,59 +1312,85 @@ class GridBlobs:
         self._store = store
 
     @property
-    def _files(self) -> t.Any:
-        return self._store.db["blobs.files"]
+    def _db(self) -> t.Any:
+        # The raw database: a whole put counts as one write to an armed fault
+        # (:meth:`Store._fault_point`), and GridFSBucket takes a real Database only.
+        db = self._store.db
+        return db.raw if isinstance(db, _FaultyDatabase) else db
 
-    @property
-    def _chunks(self) -> t.Any:
-        return self._store.db["blobs.chunks"]
+    def _bucket(self) -> gridfs.GridFSBucket | None:
+        if self._store.backend != "mongodb":
+            return None
+        return gridfs.GridFSBucket(self._db, bucket_name="blobs")
 
     def put(self, key: str, data: bytes) -> None:
-        if self._files.find_one({"_id": key}, {"_id": 1}) is not None:
+        if self._db["blobs.files"].find_one({"_id": key}, {"_id": 1}) is not None:
             return  # content-addressed: the same key is the same bytes
-        self._chunks.delete_many({"files_id": key})  # left by a killed put
-        size = self.CHUNK_BYTES
-        for first in range(0, max(len(data), 1), size * 16):
-            self._chunks.insert_many([
-                {"_id": ObjectId(), "files_id": key, "n": n // size, "data": data[n:n + size]}
-                for n in range(first, min(len(data), first + size * 16), size)] or [
-                {"_id": ObjectId(), "files_id": key, "n": 0, "data": b""}])
+        self._db["blobs.chunks"].delete_many({"files_id": key})  # left by a killed put
+        bucket = self._bucket()
         try:
-            self._files.insert_many([{"_id": key, "length": len(data), "chunkSize": size,
-                                      "uploadDate": now(), "filename": key}])
-        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError):
+            if bucket is not None:
+                bucket.upload_from_stream_with_id(key, key, data, chunk_size_bytes=self.CHUNK_BYTES)
+                return
+            self._put_chunks(key, data)
+        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError,
+                gridfs.errors.FileExists):
             pass  # the same bytes, put by another upload meanwhile
 
+    def _put_chunks(self, key: str, data: bytes) -> None:
+        size = self.CHUNK_BYTES
+        starts = range(0, len(data), size) if data else [0]
+        chunks = [{"_id": ObjectId(), "files_id": key, "n": n, "data": data[at:at + size]}
+                  for n, at in enumerate(starts)]
+        for first in range(0, len(chunks), 16):
+            self._db["blobs.chunks"].insert_many(chunks[first:first + 16])
+        self._db["blobs.files"].insert_many([{"_id": key, "length": len(data),
+                                              "chunkSize": size, "uploadDate": now(),
+                                              "filename": key}])
+
     def get(self, key: str) -> bytes | None:
-        doc = self._files.find_one({"_id": key})
+        bucket = self._bucket()
+        if bucket is not None:
+            try:
+                return bucket.open_download_stream(key).read()
+            except gridfs.errors.NoFile:
+                return None
+        doc = self._db["blobs.files"].find_one({"_id": key})
         if doc is None:
             return None
-        chunks = sorted(self._chunks.find({"files_id": key}), key=lambda c: c["n"])
+        chunks = sorted(self._db["blobs.chunks"].find({"files_id": key}), key=lambda c: c["n"])
         data = b"".join(bytes(c["data"]) for c in chunks)
         return data if len(data) == doc["length"] else None
 
     def delete(self, key: str) -> None:
-        # The files document first: without it the blob is gone, whatever chunks remain.
-        self._files.delete_one({"_id": key})
-        self._chunks.delete_many({"files_id": key})
+        bucket = self._bucket()
+        if bucket is not None:
+            try:
+                bucket.delete(key)  # the files document, then the chunks
+            except gridfs.errors.NoFile:
+                self._db["blobs.chunks"].delete_many({"files_id": key})
+            return
+        self._db["blobs.files"].delete_one({"_id": key})
+        self._db["blobs.chunks"].delete_many({"files_id": key})
 
     def keys(self) -> Iterator[tuple[str, datetime]]:
-        written = {d["_id"]: d["uploadDate"] for d in self._files.find({}, {"uploadDate": 1})}
+        written = {d["_id"]: d["uploadDate"]
+                   for d in self._db["blobs.files"].find({}, {"uploadDate": 1})}
         yield from written.items()
-        if self._chunks.count_documents({"n": 0}) > len(written):
-            # Chunks whose files document was never written (a killed put).
-            for chunk in self._chunks.find({"n": 0}, {"files_id": 1}):
-                if chunk["files_id"] not in written:
-                    yield chunk["files_id"], id_time(str(chunk["_id"]))
+        # Chunks whose files document was never written (a killed put): one first chunk a
+        # blob is read, as the files documents were.
+        for chunk in self._db["blobs.chunks"].find({"n": 0}, {"files_id": 1}):
+            if chunk["files_id"] not in written:
+                yield chunk["files_id"], id_time(str(chunk["_id"]))
 
     def path(self, key: str) -> str | None:
         return None
 
     def wipe(self) -> int:
-        removed = self._files.delete_many({}).deleted_count
-        self._chunks.delete_many({})
-        return removed
-
+        keys = [key for key, _ in self.keys()]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
 
 def _person_flags(include_hidden: bool, favorite_only: bool) -> Doc:
     """The filter on a person's ``hidden`` and ``favorite`` flags. Persons made before the

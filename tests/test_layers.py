@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-DATABASE_MODULES = {"pymongo", "bson", "tinymongo", "mongomock"}
+DATABASE_MODULES = {"pymongo", "bson", "gridfs", "tinymongo", "mongomock"}
 
 
 def imported_modules(path: Path) -> set[str]:
