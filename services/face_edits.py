@@ -133,8 +133,8 @@ def check_box(location: Mapping[str, t.Any], width: int, height: int) -> Box:
 
 
 def _encode_box(gallery: Gallery, image: Doc, box: Box) -> tuple[np.ndarray, float, bytes]:
-    """Encoding, quality and JPEG crop of a box on the stored image (decoded, not the
-    original: the boxes' grid is the stored one)."""
+    """Encoding, quality and JPEG crop of a box on the stored photo (the original, or its
+    compressed copy when originals are off: the boxes' grid either way)."""
     settings = gallery.settings
     store = gallery.store
     data = store.read_blob(store.get_image_blob(image["_id"]), "original")
