@@ -863,7 +863,6 @@ class QualityDuplicates(_Out):
         "description": "pairs of persons within `threshold` that share no photo and are "
                        "not marked different people"})
     threshold = fields.Float(metadata={"description": "DBSCAN_EPS: what re-clustering joins"})
-    count_capped = fields.Boolean(metadata={"description": "true: at least `count`"})
     pairs = fields.List(fields.Nested(QualityPair), required=True)
 
 

@@ -57,6 +57,37 @@ def test_spread_is_the_mean_pairwise_distance_of_each_person():
     assert np.isnan(spread[persons.index_of("c")])
 
 
+def _gallery(seed: int = 0, persons: int = 80) -> tuple[np.ndarray, list[str]]:
+    """Persons of 1-6 faces around random centres; p000/p001 and p002/p003 near-duplicates."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(persons, 128)) * 0.05
+    centres[1] = centres[0] + rng.normal(size=128) * 0.01
+    centres[3] = centres[2] + rng.normal(size=128) * 0.015
+    embeddings, labels = [], []
+    for k, centre in enumerate(centres):
+        for _ in range(rng.integers(1, 7)):
+            embeddings.append(centre + rng.normal(size=128) * 0.02)
+            labels.append(f"p{k:03d}")
+    return np.array(embeddings), labels
+
+
+def test_likely_duplicates_are_every_pair_within_the_radius(monkeypatch):
+    persons = suggestions.group(*_gallery())
+    left, right = (x.astype(np.intp) for x in np.triu_indices(len(persons.ids), k=1))
+    assert np.allclose(quality.linkage(persons, left, right),
+                       suggestions.linkage(persons, left, right))
+    everything = suggestions.naive_pairs(persons, limit=10**6, max_distance=0.8)
+    assert len(everything[2]) > 2  # the radius keeps more than the two near-duplicates
+    monkeypatch.setattr(quality, "SPREAD_CELLS", 7)  # many column chunks: same answer
+    found = quality.likely_duplicates(persons, max_distance=0.8)
+    assert [x.tolist() for x in found[:2]] == [x.tolist() for x in everything[:2]]
+    assert np.allclose(found[2], everything[2])
+    kept = quality.likely_duplicates(persons, max_distance=0.8,
+                                     excluded_pairs={("p001", "p000")})
+    names = {frozenset(persons.ids[[a, b]]) for a, b in zip(*kept[:2], strict=True)}
+    assert frozenset({"p000", "p001"}) not in names and frozenset({"p002", "p003"}) in names
+
+
 # -- provenance ---------------------------------------------------------------------------
 
 def test_every_kind_of_assignment_says_how(client):
