@@ -847,6 +847,11 @@ class ReviewPage(_Out):
 class QualityQuery(_Query):
     limit = fields.Integer(load_default=5, validate=validators.Range(1, 100), metadata={
         "description": "duplicate pairs, worst persons and conflicts listed, 1-100"})
+    max_age = fields.Float(load_default=0.0, validate=validators.Range(0.0, 86400.0),
+                           metadata={"description": "seconds: figures computed this recently "
+                                                    "are answered even if the gallery "
+                                                    "changed since (default 0: always "
+                                                    "current)"})
 
 
 class QualityPair(_Out):
@@ -914,8 +919,11 @@ class Quality(_Out):
         "description": "share of faces assigned or confirmed by hand"})
     limit = fields.Integer()
     cached = fields.Boolean(metadata={
-        "description": "true: the embedding figures were kept from the last call (nothing "
-                       "changed since)"})
+        "description": "true: the embedding figures were kept from an earlier call"})
+    up_to_date = fields.Boolean(metadata={
+        "description": "false: kept under `max_age` although the gallery changed since"})
+    computed_at = fields.String(metadata={"description": "when the embedding figures were "
+                                                         "computed"})
     processing_time = fields.Float()
 
 

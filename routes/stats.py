@@ -84,8 +84,10 @@ def get_stats():
 def get_quality(query: dict[str, t.Any]):
     """Quality figures of the people data: unassigned faces, persons of one face, same-photo
     conflicts, likely duplicate persons, per-person spread, churn of the last re-clustering
-    and the share of manual assignments. Cached while the gallery is unchanged."""
-    return ok(quality.quality_figures(gallery(), limit=query["limit"]),
+    and the share of manual assignments. Kept while the gallery is unchanged; `max_age`
+    accepts figures that many seconds old although it changed."""
+    return ok(quality.quality_figures(gallery(), limit=query["limit"],
+                                      max_age=query["max_age"]),
               "Quality figures retrieved successfully")
 
 

@@ -168,8 +168,11 @@ def test_quality_figures_of_a_small_gallery(client, store):
 
     # The known duplicate: one of Eileen Collins' faces moved into a person of its own.
     moved = client.put(f"/faces/{mirrored['face_id']}/move-to-new").json["data"]
+    stale = figures(client, max_age=3600)
+    assert stale["cached"] is True and stale["up_to_date"] is False
+    assert stale["likely_duplicate_persons"]["count"] == 0  # as computed before the move
     data = figures(client, limit=1)
-    assert data["cached"] is False
+    assert data["cached"] is False and data["up_to_date"] is True
     duplicates = data["likely_duplicate_persons"]
     assert duplicates["count"] == 1 and duplicates["threshold"] == 0.61
     [pair] = duplicates["pairs"]
