@@ -14,7 +14,9 @@ first two are timed on a subset of persons and scaled by their number of pairs (
 linear in them), which the block says.
 
     .venv/bin/python -m bench.quality                      # 100k faces, mongomock
-    .venv/bin/python -m bench.quality --faces 20000 --backend embedded
+    .venv/bin/python -m bench.quality --backend embedded   # the default store
+
+It also times GET /faces/{id}/explain on the same gallery.
 
 Nothing here asserts on time.
 """
@@ -36,6 +38,7 @@ import numpy as np
 import config
 from bench import synthetic
 from services import clustering
+from services import explanation
 from services import quality
 from services import storage
 from services import suggestions
@@ -98,6 +101,9 @@ def main() -> int:
         store.log_face_changes([(face["_id"], target)])
         changed_s, changed = timed(lambda: quality.quality_figures(gallery))
         assert not cold["cached"] and warm["cached"] and not changed["cached"]  # type: ignore
+        stale_s, _ = timed(lambda: quality.quality_figures(gallery, max_age=60), 5)
+        # GET /faces/{id}/explain on the same gallery: one face, median of three.
+        explain_s, _ = timed(lambda: explanation.explain_face(gallery, face["_id"]), 3)
 
         embeddings, _, person_ids, image_ids = index.snapshot()  # type: ignore[attr-defined]
         persons = suggestions.group(embeddings, person_ids)
@@ -127,7 +133,9 @@ def main() -> int:
         f"  GET /stats/quality cold             : {cold_s * 1e3:8.1f} ms",
         f"  cached (nothing changed, median 5)  : {warm_s * 1e3:8.1f} ms   "
         f"cold/cached {cold_s / warm_s:6.0f}x",
-        f"  after one face moved (recomputed)   : {changed_s * 1e3:8.1f} ms",
+        f"  after one face moved (recomputed)   : {changed_s * 1e3:8.1f} ms   "
+        f"with max_age=60 {stale_s * 1e3:6.1f} ms",
+        f"  GET /faces/{{id}}/explain (median 3)  : {explain_s * 1e3:8.1f} ms",
         f"  naive (all pairs, Python loops)     : {naive_s:8.1f} s    "
         f"naive/cold {naive_s / cold_s:6.0f}x   naive/cached {naive_s / warm_s:8.0f}x",
         f"    person pairs {sub_pairs_s:.2f} s on {len(subset)} persons x {pairs_scale:.0f}; "
