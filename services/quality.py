@@ -202,7 +202,7 @@ def likely_duplicates(persons: suggestions.Persons, *, max_distance: float,
     the linkage: :mod:`services.suggestions`), found in row bands; each is then measured
     exactly by :func:`linkage`. ``suggestions.duplicate_pairs`` wants the closest few and
     measures candidates best bound first; a count needs every candidate measured, which one
-    matrix product per person does ~20x faster than pair by pair.
+    matrix product per person, after a tighter bound, does ~13x faster (bench/quality.py).
     """
     n = len(persons.ids)
     centroids = persons.centroids.astype(np.float32)
@@ -222,7 +222,7 @@ def likely_duplicates(persons: suggestions.Persons, *, max_distance: float,
         left, right = left[keep], right[keep]
     # A tighter bound, still by Jensen: each face's mean distance to the other person's faces
     # is at least its distance to that person's centroid. On 100k synthetic faces it leaves
-    # 1 in 20 of the centroid candidates to measure.
+    # 185 of 19,083 centroid candidates to measure (182 are within).
     bounds = np.maximum(_centroid_bounds(persons, left, right),
                         _centroid_bounds(persons, right, left))
     near = bounds <= max_distance + _BOUND_SLACK
