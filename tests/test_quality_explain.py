@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import config
+from services import bookkeeping
+from services import explanation
 from services import quality
+from services import storage
 from services import suggestions
+from services.context import Gallery
 from tests import photos
 from tests.conftest import MISSING
 from tests.conftest import assert_error
@@ -271,3 +276,35 @@ def test_search_matches_carry_distance_and_threshold(client):
     assert hits["matches"]
     for match in hits["matches"]:
         assert match["threshold"] == 0.55 and match["distance"] <= match["threshold"]
+
+
+def test_a_face_without_person_is_counted_and_explained(store):
+    """No request leaves a face without a person (the invariants forbid it), so one is
+    written straight into the store: the figures count it and explain says where it would go."""
+    rng = np.random.default_rng(4)
+    centre = rng.normal(size=128) * 0.05
+    person = bookkeeping.new_person_doc(store, face_count=2)
+    store.insert_persons([person])
+    moment = storage.now()
+
+    def face_doc(person_id: str, seq: int) -> dict:
+        return {"_id": storage.new_id(), "seq": seq, "image_id": storage.new_id(),
+                "person_id": person_id, "face_location": {"top": 0, "right": 9, "bottom": 9,
+                                                          "left": 0},
+                "embedding": storage.embedding_to_bytes(centre + rng.normal(size=128) * 0.01),
+                "is_manual_assignment": False, "assigned_by": "auto", "created_at": moment,
+                "updated_at": moment}
+
+    faces = [face_doc(person["_id"], 1), face_doc(person["_id"], 2), face_doc("", 3)]
+    store._insert("faces", faces)
+    gallery = Gallery(config.load_config({"FLASK_ENV": "testing"}, environ={}), store=store)
+    figures_now = quality.quality_figures(gallery)
+    assert figures_now["faces_unassigned"] == 1 and figures_now["faces_total"] == 3
+    assert figures_now["persons_total"] == 1 and figures_now["same_photo_conflicts"] == 0
+    data = explanation.explain_face(gallery, faces[2]["_id"])
+    assert data["status"] == "unassigned" and data["person_id"] is None
+    assert data["distance"] is None and data["nearest_in_person"] == []
+    assert data["assignment_today"]["person_id"] == person["_id"]
+    assert data["runner_up"]["person_id"] == person["_id"]
+    assert len(data["runner_up"]["nearest_faces"]) == 2
+    assert data["reason"].startswith("The face has no person. The rule would put it in")
