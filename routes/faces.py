@@ -14,6 +14,7 @@ from routes.images import JPEG
 from routes.schemas import envelope
 from services import corrections
 from services import curation
+from services import explanation
 from services import face_edits
 from services import people
 
@@ -49,6 +50,17 @@ def delete_face(face_id: str):
 def get_face(face_id: str):
     """The face's box, image, person and how it got there."""
     return ok(people.get_face(gallery().store, face_id), "Face retrieved successfully")
+
+
+@bp.get("/<face_id>/explain")
+@bp.input(schemas.ExplainQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.Explanation))
+def explain_face(face_id: str, query: dict[str, t.Any]):
+    """Why the face is in its person: how it got there, its average-linkage distance to the
+    person against the threshold, what the upload's rule would choose today, its nearest
+    faces in its person and in the runner-up person, and the constraints that apply."""
+    return ok(explanation.explain_face(gallery(), face_id, limit=query["limit"]),
+              "Face explained")
 
 
 @bp.put("/<face_id>/move")

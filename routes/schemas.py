@@ -29,6 +29,9 @@ from marshmallow import validates_schema
 from services import text
 
 MAX_LIMIT = 500
+#: services.people.ASSIGNED_VIA, spelled here: schemas import no service but text.
+ASSIGNED_VIA = ("upload", "move", "merge", "confirm", "drawn", "import", "recluster",
+                "rollback")
 #: The change schemas, documented with ``minProperties: 1`` (routes.contract).
 UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate", "PersonUpdate")
 JOB_STATUSES = ("receiving", "queued", "running", "done", "failed", "cancelled")
@@ -469,7 +472,10 @@ class Match(_Out):
     person_name = fields.String(allow_none=True)
     face_id = fields.String(required=True)
     image_id = fields.String()
-    distance = fields.Float(required=True)
+    distance = fields.Float(required=True, metadata={
+        "description": "distance from the query face to this face"})
+    threshold = fields.Float(required=True, metadata={
+        "description": "the largest distance that counts as a match (the tolerance used)"})
     confidence = fields.Float(required=True)
     query_face_index = fields.Integer()
     query_face_location = fields.Nested(Box)
@@ -533,6 +539,11 @@ class Face(_Out):
     quality_score = fields.Float(allow_none=True)
     is_manual_assignment = fields.Boolean()
     assigned_by = fields.String(validate=validators.OneOf(["auto", "manual"]))
+    assigned_via = fields.String(validate=validators.OneOf(ASSIGNED_VIA), metadata={
+        "description": "how the face came to its person (faces stored before this field "
+                       "read as upload when auto, move when manual)"})
+    assigned_run = fields.Integer(metadata={
+        "description": "the re-clustering run, when assigned_via is recluster or rollback"})
     face_url = fields.String()
     created_at = fields.String()
 
@@ -835,3 +846,170 @@ class ReviewPage(_Out):
     offset = fields.Integer()
     tolerance = fields.Float()
     low_quality = fields.Float()
+
+
+# -- quality figures and explained matches (issue 16) -------------------------------------
+
+class QualityQuery(_Query):
+    limit = fields.Integer(load_default=5, validate=validators.Range(1, 100), metadata={
+        "description": "duplicate pairs, worst persons and conflicts listed, 1-100"})
+    max_age = fields.Float(load_default=0.0, validate=validators.Range(0.0, 86400.0),
+                           metadata={"description": "seconds: figures computed this recently "
+                                                    "are answered even if the gallery "
+                                                    "changed since (default 0: always "
+                                                    "current)"})
+
+
+class QualityPair(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    other_person_id = fields.String(required=True)
+    other_person_name = fields.String(allow_none=True)
+    distance = fields.Float(required=True, metadata={
+        "description": "mean distance between the two persons' faces (average linkage)"})
+
+
+class QualityDuplicates(_Out):
+    count = fields.Integer(required=True, metadata={
+        "description": "pairs of persons within `threshold` that share no photo and are "
+                       "not marked different people"})
+    threshold = fields.Float(metadata={"description": "DBSCAN_EPS: what re-clustering joins"})
+    pairs = fields.List(fields.Nested(QualityPair), required=True)
+
+
+class SpreadPerson(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    face_count = fields.Integer()
+    spread = fields.Float(required=True, metadata={
+        "description": "mean distance between the person's faces"})
+
+
+class QualitySpread(_Out):
+    mean = fields.Float(allow_none=True, metadata={"description": "over persons of 2+ faces"})
+    median = fields.Float(allow_none=True)
+    persons_measured = fields.Integer()
+    persons_over_threshold = fields.Integer()
+    threshold = fields.Float(metadata={"description": "FACE_RECOGNITION_TOLERANCE"})
+    worst = fields.List(fields.Nested(SpreadPerson), required=True)
+
+
+class Conflict(_Out):
+    person_id = fields.String(required=True)
+    image_id = fields.String(required=True)
+    face_ids = fields.List(fields.String())
+
+
+class LastRun(_Out):
+    number = fields.Integer(allow_none=True)
+    churn = fields.Float(allow_none=True, metadata={
+        "description": "share of faces whose person the run changed"})
+
+
+class Quality(_Out):
+    faces_total = fields.Integer(required=True)
+    persons_total = fields.Integer()
+    faces_unassigned = fields.Integer(required=True, metadata={
+        "description": "faces without a person"})
+    persons_of_one_face = fields.Integer(required=True)
+    same_photo_conflicts = fields.Integer(required=True, metadata={
+        "description": "(person, photo) pairs with two or more faces: 0 unless broken"})
+    same_photo_conflict_examples = fields.List(fields.Nested(Conflict))
+    likely_duplicate_persons = fields.Nested(QualityDuplicates, required=True)
+    spread = fields.Nested(QualitySpread, required=True)
+    last_run = fields.Nested(LastRun, allow_none=True)
+    churn_last_run = fields.Float(allow_none=True, metadata={
+        "description": "the last re-clustering run's churn; null before any run"})
+    manual_assignments = fields.Integer()
+    manual_share = fields.Float(required=True, metadata={
+        "description": "share of faces assigned or confirmed by hand"})
+    limit = fields.Integer()
+    cached = fields.Boolean(metadata={
+        "description": "true: the embedding figures were kept from an earlier call"})
+    up_to_date = fields.Boolean(metadata={
+        "description": "false: kept under `max_age` although the gallery changed since"})
+    computed_at = fields.String(metadata={"description": "when the embedding figures were "
+                                                         "computed"})
+    processing_time = fields.Float()
+
+
+class NearFace(_Out):
+    face_id = fields.String(required=True)
+    image_id = fields.String()
+    distance = fields.Float(required=True)
+
+
+class Provenance(_Out):
+    assigned_by = fields.String(validate=validators.OneOf(["auto", "manual"]))
+    assigned_via = fields.String(validate=validators.OneOf(ASSIGNED_VIA))
+    assigned_run = fields.Integer()
+    assigned_at = fields.String(metadata={"description": "when the face was last assigned"})
+
+
+class Choice(_Out):
+    person_id = fields.String(allow_none=True, metadata={
+        "description": "the person the rule would choose for this face today (null: a new "
+                       "person)"})
+    person_name = fields.String(allow_none=True)
+    distance = fields.Float(allow_none=True)
+    same_person = fields.Boolean()
+
+
+BLOCK_REASONS = ("same_photo", "rejected", "not_same")
+
+
+class RunnerUp(_Out):
+    person_id = fields.String(required=True)
+    person_name = fields.String(allow_none=True)
+    distance = fields.Float(allow_none=True, metadata={"description": "average linkage"})
+    within_threshold = fields.Boolean()
+    blocked_by = fields.List(fields.String(validate=validators.OneOf(BLOCK_REASONS)))
+    nearest_faces = fields.List(fields.Nested(NearFace))
+
+
+class SamePhotoFace(_Out):
+    face_id = fields.String(required=True)
+    person_id = fields.String()
+
+
+class BlockedPerson(_Out):
+    person_id = fields.String(required=True)
+    reasons = fields.List(fields.String(validate=validators.OneOf(BLOCK_REASONS)))
+
+
+class Constraints(_Out):
+    same_photo = fields.List(fields.Nested(SamePhotoFace), metadata={
+        "description": "the photo's other faces: their persons are closed to this face"})
+    rejected_from = fields.List(fields.String(), metadata={
+        "description": "persons this face was rejected from"})
+    not_same = fields.List(fields.String(), metadata={
+        "description": "persons marked different people from this face's person"})
+    blocked_persons = fields.List(fields.Nested(BlockedPerson))
+
+
+class Explanation(_Out):
+    face_id = fields.String(required=True)
+    image_id = fields.String()
+    person_id = fields.String(allow_none=True)
+    person_name = fields.String(allow_none=True)
+    status = fields.String(required=True, validate=validators.OneOf(
+        ["assigned", "alone", "unassigned"]), metadata={
+        "description": "alone: the only face of its person (it matched nobody)"})
+    reason = fields.String(metadata={"description": "one sentence: why it is where it is"})
+    provenance = fields.Nested(Provenance, required=True)
+    linkage = fields.String(metadata={"description": "average: the mean distance to the "
+                                                     "person's faces"})
+    threshold = fields.Float(required=True, metadata={
+        "description": "FACE_RECOGNITION_TOLERANCE, the assignment threshold"})
+    distance = fields.Float(allow_none=True, metadata={
+        "description": "average linkage to its own person's other faces (null: alone)"})
+    within_threshold = fields.Boolean(allow_none=True)
+    assignment_today = fields.Nested(Choice, required=True)
+    nearest_in_person = fields.List(fields.Nested(NearFace))
+    runner_up = fields.Nested(RunnerUp, allow_none=True)
+    constraints = fields.Nested(Constraints, required=True)
+
+
+class ExplainQuery(_Query):
+    limit = fields.Integer(load_default=5, validate=validators.Range(1, 50), metadata={
+        "description": "nearest faces listed per person, 1-50"})

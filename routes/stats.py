@@ -16,6 +16,7 @@ from routes.common import gallery
 from routes.common import ok
 from routes.schemas import envelope
 from services import catalog
+from services import quality
 
 bp = APIBlueprint("stats", __name__, tag="System")
 
@@ -75,6 +76,19 @@ def health():
 def get_stats():
     """Counts of persons, images, faces, albums and sections, with coverage ratios."""
     return ok(catalog.statistics(gallery().store), "Statistics retrieved successfully")
+
+
+@bp.get("/stats/quality")
+@bp.input(schemas.QualityQuery, location="query", arg_name="query")
+@bp.output(envelope(schemas.Quality))
+def get_quality(query: dict[str, t.Any]):
+    """Quality figures of the people data: unassigned faces, persons of one face, same-photo
+    conflicts, likely duplicate persons, per-person spread, churn of the last re-clustering
+    and the share of manual assignments. Kept while the gallery is unchanged; `max_age`
+    accepts figures that many seconds old although it changed."""
+    return ok(quality.quality_figures(gallery(), limit=query["limit"],
+                                      max_age=query["max_age"]),
+              "Quality figures retrieved successfully")
 
 
 @bp.delete("/reset")

@@ -68,11 +68,15 @@ class Gallery:
         self._ingest_pool: IngestPool | None = None
         self._index: FaceIndex | None = None
         self._queue: JobQueue | None = None
+        #: Figures derived from this process's index and kept while it is unchanged
+        #: (:mod:`services.quality`): each entry says itself what it was computed from.
+        self.memo: dict[str, t.Any] = {}
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._index = None
+            self.memo = {}
             self._ingest_pool = None  # its processes are the parent's children
             self._queue = None  # a SQLite connection must not cross a fork
             if not self._injected_store:

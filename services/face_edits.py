@@ -189,7 +189,8 @@ def _insert_face(store: Store, image: Doc, face_id: str, person_id: str, box: Bo
         "embedding": storage.embedding_to_bytes(encoding),
         "face_location": {"top": top, "right": right, "bottom": bottom, "left": left},
         "quality_score": round(quality, 4), "detector_score": None,
-        "is_manual_assignment": True, "assigned_by": "manual", "drawn": True,
+        "is_manual_assignment": True, "assigned_by": "manual", "assigned_via": "drawn",
+        "drawn": True,
         "cropped_face_filename": f"face_{face_id}.jpg", "created_at": moment,
         "updated_at": moment,
     }

@@ -107,9 +107,30 @@ def face_summary(face: Doc) -> Doc:
         "face_id": face["_id"], "image_id": face["image_id"], "person_id": face["person_id"],
         "face_location": face["face_location"], "quality_score": face.get("quality_score"),
         "is_manual_assignment": face.get("is_manual_assignment", False),
-        "assigned_by": face.get("assigned_by", "auto"), "face_url": f"/faces/{face['_id']}",
+        **provenance(face), "face_url": f"/faces/{face['_id']}",
         "created_at": face["created_at"],
     }
+
+
+#: How a face came to its person (``assigned_via``); a run number goes with the last two.
+ASSIGNED_VIA = ("upload", "move", "merge", "confirm", "drawn", "import", "recluster",
+                "rollback")
+_RUN_VIAS = ("recluster", "rollback")
+
+
+def provenance(face: Doc) -> Doc:
+    """``assigned_by``, ``assigned_via`` and, for a run's assignment, ``assigned_run``.
+
+    A face written before ``assigned_via`` existed reads as "upload" when automatic and
+    "move" when manual; a run number left by an earlier run is not shown once a later
+    assignment of another kind replaced it.
+    """
+    manual = face.get("assigned_by", "manual" if face.get("is_manual_assignment") else "auto")
+    via = face.get("assigned_via") or ("move" if manual == "manual" else "upload")
+    found = {"assigned_by": manual, "assigned_via": via}
+    if via in _RUN_VIAS and face.get("assigned_run"):
+        found["assigned_run"] = int(face["assigned_run"])
+    return found
 
 
 def get_face(store: Store, face_id: str) -> Doc:
@@ -219,7 +240,7 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any, *,
                              persons=[target["_id"], *(s["_id"] for s in sources)]):
         corrections.carry_over(store, target["_id"], source_list, overridden)
         for face in moving:
-            _reassign(store, face, target["_id"], delete_empty=False)
+            _reassign(store, face, target["_id"], delete_empty=False, via="merge")
         for source in sources:
             if bookkeeping.delete_if_empty(store, source["_id"]):
                 deleted.append(source["_id"])
@@ -228,8 +249,10 @@ def merge_persons(store: Store, target_id: str, source_ids: t.Any, *,
             "persons_deleted": deleted, "face_count": person["face_count"]}
 
 
-def _reassign(store: Store, face: Doc, person_id: str, *, delete_empty: bool = True) -> bool:
-    """Point ``face`` at ``person_id`` (manual), keep counters; True if the source emptied.
+def _reassign(store: Store, face: Doc, person_id: str, *, delete_empty: bool = True,
+              via: str = "move") -> bool:
+    """Point ``face`` at ``person_id`` (manual, ``via`` a move or a merge), keep counters;
+    True if the source emptied.
 
     The target person is locked while its photos are checked and the face moves, so two
     concurrent moves cannot both bring a face of one photo into it.
@@ -241,7 +264,7 @@ def _reassign(store: Store, face: Doc, person_id: str, *, delete_empty: bool = T
                     f"Image {face['image_id']} already has a face of this person "
                     f"({other['_id']}); two faces of one photo cannot be one person",
                     details={"image_id": face["image_id"], "face_id": other["_id"]})
-        before = store.reassign_face(face["_id"], person_id)
+        before = store.reassign_face(face["_id"], person_id, via=via)
     if before is None:
         raise DocumentNotFoundError.for_id("Face", face["_id"])
     # Counters follow what the face really was, not what this request read earlier.

@@ -92,7 +92,8 @@ def search_by_image(gallery: Gallery, data: bytes, *, tolerance: float, limit: i
                 seen.add(person_id)
             matches.append({
                 "person_id": person_id, "face_id": face_id, "image_id": image_id,
-                "distance": round(distance, 4), "confidence": confidence(distance),
+                "distance": round(distance, 4), "threshold": tolerance,
+                "confidence": confidence(distance),
                 "query_face_index": number, "query_face_location": location,
             })
     matches.sort(key=lambda m: (m["distance"], m["query_face_index"]))

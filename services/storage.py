@@ -576,17 +576,25 @@ class Store:
     def count_faces_of_person(self, person_id: str) -> int:
         return self.db.faces.count_documents({"person_id": person_id})
 
-    def set_face_person(self, face_id: str, person_id: str, *, manual: bool) -> None:
+    def set_face_person(self, face_id: str, person_id: str, *, manual: bool, via: str = "",
+                        run: int = 0) -> None:
         """Point a face at a person (the source of truth for membership) and say who did."""
-        self.db.faces.update_one({"_id": face_id}, {"$set": {
-            "person_id": person_id, "is_manual_assignment": manual,
-            "assigned_by": "manual" if manual else "auto", "updated_at": now()}})
+        fields = {"person_id": person_id, "is_manual_assignment": manual,
+                  "assigned_by": "manual" if manual else "auto",
+                  "assigned_via": via or ("move" if manual else "upload"), "updated_at": now()}
+        if run:
+            fields["assigned_run"] = run
+        self.db.faces.update_one({"_id": face_id}, {"$set": fields})
 
-    def move_all_faces(self, source_person_id: str, target_person_id: str) -> int:
-        """Point every face of one person at another (re-clustering merges)."""
-        return self.db.faces.update_many(
-            {"person_id": source_person_id},
-            {"$set": {"person_id": target_person_id, "updated_at": now()}}).modified_count
+    def move_all_faces(self, source_person_id: str, target_person_id: str, *,
+                       via: str = "merge", run: int = 0) -> int:
+        """Point every face of one person at another (re-clustering merges); ``via`` and
+        ``run`` say how, as :meth:`set_face_person`'s do."""
+        fields: Doc = {"person_id": target_person_id, "assigned_via": via, "updated_at": now()}
+        if run:
+            fields["assigned_run"] = run
+        return self.db.faces.update_many({"person_id": source_person_id},
+                                         {"$set": fields}).modified_count
 
     def delete_faces(self, face_ids: Iterable[str]) -> list[Doc]:
         """Delete faces and their crops; returns the faces this call deleted (each face is
@@ -630,13 +638,14 @@ class Store:
             crop = self.db.face_crops.find_one_and_delete({"_id": face_id}, _fields(_BLOB_KEYS))
             self._release_blobs([crop] if crop else [])
 
-    def reassign_face(self, face_id: str, person_id: str) -> Doc | None:
-        """Point a face at a person by hand, atomically; returns the face as it was before
-        (None if it is gone), so the caller adjusts the person it really left."""
+    def reassign_face(self, face_id: str, person_id: str, *, via: str = "move") -> Doc | None:
+        """Point a face at a person by hand (``via`` "move" or "merge"), atomically; returns
+        the face as it was before (None if it is gone), so the caller adjusts the person it
+        really left."""
         return self.db.faces.find_one_and_update(
             {"_id": face_id},
             {"$set": {"person_id": person_id, "is_manual_assignment": True,
-                      "assigned_by": "manual", "updated_at": now()}},
+                      "assigned_by": "manual", "assigned_via": via, "updated_at": now()}},
             return_document=ReturnDocument.BEFORE)
 
     def confirm_face(self, face_id: str) -> Doc | None:
@@ -646,7 +655,7 @@ class Store:
         return self.db.faces.find_one_and_update(
             {"_id": face_id},
             {"$set": {"is_manual_assignment": True, "assigned_by": "manual",
-                      "updated_at": now()}},
+                      "assigned_via": "confirm", "updated_at": now()}},
             return_document=ReturnDocument.BEFORE)
 
     def start_image_delete(self, image_id: str, claimant: str) -> Doc | None:
@@ -1257,6 +1266,15 @@ class Store:
         if fault is not None:
             fault.after_write()
         return result
+    # -- quality figures (issue 16) ------------------------------------------------------
+
+    def latest_cluster_run(self) -> Doc | None:
+        """The newest re-clustering run (``number``, ``summary.churn``), None before any.
+
+        The collection holds one small document per run: read whole, newest picked here,
+        which every backend does alike (no sort in the driver)."""
+        return max(self.db.cluster_runs.find({}), key=lambda d: d.get("number", 0),
+                   default=None)
 
     # -- fault injection (tests) ---------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Which persons are probably one, and which faces probably sit in the wrong person:
-embeddings and person labels in, ranked indices and distances out (numpy only).
+embeddings and person labels in, ranked indices and distances out (numpy, and one sparse
+product from scipy).
 
 The distance between two persons is the project's linkage (``docs/recognition.md``): the
 mean distance between their faces (average linkage, what re-clustering merges on). It is
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 
 from services import clustering
 
@@ -72,9 +74,11 @@ def group(embeddings: npt.ArrayLike, person_ids: npt.ArrayLike) -> Persons:
     counts = np.bincount(inverse, minlength=len(ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
     ordered = vectors[rows]
-    # Running sums differenced at the offsets: np.add.reduceat along rows is ~10x slower.
-    running = np.vstack([np.zeros((1, vectors.shape[1])), np.cumsum(ordered, axis=0)])
-    sums = running[offsets[1:]] - running[offsets[:-1]]
+    # One sparse product (person x face indicator): at 100k faces 0.05 s where running sums
+    # along the rows (np.cumsum, axis 0) took 0.9-1.2 s and np.add.reduceat 0.1 s.
+    indicator = csr_matrix((np.ones(len(inverse)), (inverse, np.arange(len(inverse)))),
+                           shape=(len(ids), len(inverse)))
+    sums = np.asarray(indicator @ vectors).reshape(len(ids), vectors.shape[1])
     return Persons(ids, ordered, offsets, rows, sums / np.maximum(counts, 1)[:, None])
 
 

@@ -383,7 +383,8 @@ def _write_faces(store: Store, image: Doc, found: list[ingest.AnalysedFace],
             "embedding": storage.embedding_to_bytes(face.encoding),
             "face_location": location, "quality_score": round(face.quality, 4),
             "detector_score": face.detector_score, "is_manual_assignment": False,
-            "assigned_by": "auto", "cropped_face_filename": f"face_{face_id}.jpg",
+            "assigned_by": "auto", "assigned_via": "upload",
+            "cropped_face_filename": f"face_{face_id}.jpg",
             "created_at": moment, "updated_at": moment,
         })
         # The image named: a crop its upload was killed before pairing with a face is found.

@@ -79,3 +79,26 @@ def check_invariants(store: Store) -> None:
     for kind, keys in store.named_blob_keys().items():
         missing = keys - held.get(kind, keys if kind == "inline" else set())
         assert not missing, f"blob documents name bytes missing from {kind}: {sorted(missing)}"
+    _check_provenance(store)
+
+
+# -- provenance (issue 16) ------------------------------------------------------------------
+
+#: services.people.ASSIGNED_VIA; kinds a face's assigned_via may name.
+_VIAS = {"upload", "move", "merge", "confirm", "drawn", "import", "recluster", "rollback"}
+#: Kinds that are always the user's hand.
+_BY_HAND = {"move", "confirm", "drawn"}
+
+
+def _check_provenance(store: Store) -> None:
+    """Every face says how it got its person in words the API knows, and a hand's kind of
+    assignment is manual."""
+    for face in store.db.faces.find({}, {"assigned_via": 1, "assigned_by": 1,
+                                         "is_manual_assignment": 1}):
+        via = face.get("assigned_via")
+        if via is None:
+            continue  # stored before provenance: read as upload or move
+        assert via in _VIAS, f"face {face['_id']} assigned_via {via!r}"
+        if via in _BY_HAND:
+            assert face.get("is_manual_assignment") and face.get("assigned_by") == "manual", (
+                f"face {face['_id']} assigned_via {via} but not manual")
