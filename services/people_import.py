@@ -1,0 +1,460 @@
+"""Apply an export document (:mod:`services.exchange`) to this gallery: persons, names,
+corrections, albums and filing come back on the photos that are here, and wait for the ones
+that are not.
+
+Photos are matched by sha256 and faces by box overlap: an exported face is the stored face
+of the same photo whose box overlaps it most, with an intersection over union of at least
+:data:`MIN_IOU` (boxes are first scaled to this gallery's pixels when the photo was stored at
+another size). A matched face is put in its exported person (recreated with the exported id
+and name when absent) as a hand assignment (``assigned_by: manual``,
+``assigned_via: "import"``): importing is the user's word. The entries of a photo not in the
+gallery are kept in ``pending_imports`` under its sha256 and applied when it is uploaded
+(:func:`after_upload`). Applying is idempotent: what is in place already is left untouched,
+so importing one document twice writes nothing the second time.
+
+Each photo's moves are journalled (:func:`bookkeeping.journal`, op ``import``) like a hand
+move: a kill leaves an intent whose repair recounts every person it names (a person created
+for faces that never arrived is deleted). Corrections, albums, sections and filing are one
+write each, with nothing derived from them.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections import Counter
+from collections import defaultdict
+
+from errors import ConflictError
+from services import bookkeeping
+from services import corrections
+from services import exchange
+from services import people
+from services import storage
+from services.storage import Store
+
+Doc = dict[str, t.Any]
+
+#: An exported box and a stored one are the same face above this intersection over union.
+#: The same bytes and detector give the same box (IoU 1.0); two faces of one photo rarely
+#: overlap by a third of their union; 0.5 is the PASCAL VOC bar for "the same object".
+MIN_IOU = 0.5
+#: Unmatched faces and skipped corrections listed in a report (all are counted by reason).
+REPORT_LIST_LIMIT = 100
+
+
+class _Report:
+    """What an import did, counted as it goes."""
+
+    def __init__(self) -> None:
+        self.persons: dict[str, set[str]] = {"created": set(), "matched": set(),
+                                             "updated": set()}
+        self.counts: Counter[str] = Counter()
+        self.unmatched: list[Doc] = []
+        self.reasons: Counter[str] = Counter()
+        self.skipped: list[Doc] = []
+        self.skip_reasons: Counter[str] = Counter()
+
+    def unmatched_face(self, entry: Doc, reason: str) -> None:
+        self.reasons[reason] += 1
+        if len(self.unmatched) < REPORT_LIST_LIMIT:
+            self.unmatched.append({"image_sha256": entry["image_sha256"], "box": entry["box"],
+                                   "person_id": entry["person_id"], "reason": reason})
+
+    def skipped_correction(self, kind: str, entry: Doc, reason: str) -> None:
+        self.skip_reasons[reason] += 1
+        if len(self.skipped) < REPORT_LIST_LIMIT:
+            self.skipped.append({"kind": kind, **entry, "reason": reason})
+
+    def as_dict(self) -> Doc:
+        c = self.counts
+        created = self.persons["created"]
+        return {
+            "persons": {"created": len(created),
+                        "matched": len(self.persons["matched"] - created),
+                        "updated": len(self.persons["updated"] - created),
+                        "created_ids": sorted(created)},
+            "images": {"matched": c["images_matched"], "missing": c["images_missing"],
+                       "filed": c["images_filed"]},
+            "faces": {"matched": c["faces_matched"], "assigned": c["faces_assigned"],
+                      "already_assigned": c["faces_already"],
+                      "pending": c["faces_pending"],
+                      "unmatched": sum(self.reasons.values()),
+                      "unmatched_by_reason": dict(self.reasons),
+                      "unmatched_list": self.unmatched},
+            "corrections": {"rejections_applied": c["rejections_applied"],
+                            "rejections_present": c["rejections_present"],
+                            "not_same_applied": c["not_same_applied"],
+                            "not_same_present": c["not_same_present"],
+                            "pending": c["corrections_pending"],
+                            "skipped": sum(self.skip_reasons.values()),
+                            "skipped_by_reason": dict(self.skip_reasons),
+                            "skipped_list": self.skipped},
+            "albums": {"created": c["albums_created"], "matched": c["albums_matched"]},
+            "sections": {"created": c["sections_created"],
+                         "matched": c["sections_matched"]},
+            "pending_imports": {"stored": c["pending_stored"],
+                                "unchanged": c["pending_unchanged"]},
+        }
+
+
+def import_document(store: Store, document: t.Any) -> Doc:
+    """Check ``document`` (an export, parsed), apply it, and report what matched and not.
+
+    :raise ValidationError: not an export document of a version this server reads; nothing
+        was written (400).
+    :raise ConflictError: faces are being re-clustered (409).
+    """
+    read = exchange.read_document(document)
+    bookkeeping.refuse_during_recluster(store)
+    report = _Report()
+    _apply(store, read, report, keep_pending=True)
+    return report.as_dict()
+
+
+def after_upload(store: Store, result: Doc) -> Doc:
+    """Apply the people data imported before this photo was uploaded, if any; returns the
+    upload's result with its faces' persons as they are now (and ``imported``: the report).
+
+    The pending entry is deleted first: a kill part way then leaves a consistent gallery
+    (repair finishes the journalled moves) with the rest not applied, which importing the
+    document again completes, rather than an entry applied again at every repair.
+    """
+    image = store.find_image(result.get("image_id", ""))
+    pending = store.pending_import(image["sha256"]) if image else None
+    if pending is None or image is None:
+        return result
+    store.delete_pending_import(image["sha256"])
+    read = exchange.read_document({
+        "format": exchange.FORMAT, "version": exchange.VERSION,
+        **{key: pending.get(key, []) for key in exchange.LISTS}})
+    report = _Report()
+    _apply(store, read, report, keep_pending=False)
+    faces = {f["_id"]: f["person_id"] for f in store.faces_of_image(image["_id"])}
+    names = people.person_names(store, set(faces.values()))
+    for face in result.get("faces", []):
+        person_id = faces.get(face["face_id"], face["person_id"])
+        face.update(person_id=person_id, person_name=names.get(person_id))
+    return {**result, "imported": report.as_dict()}
+
+
+# -- applying -----------------------------------------------------------------------------
+
+def _apply(store: Store, read: Doc, report: _Report, *, keep_pending: bool) -> None:
+    persons = {p["id"]: p for p in read["persons"]}
+    albums = _ensure_albums(store, read["albums"], read["sections"], report)
+    images = {i["sha256"]: i for i in read["images"]}
+    faces: dict[str, list[Doc]] = defaultdict(list)
+    for face in read["faces"]:
+        faces[face["image_sha256"]].append(face)
+    found: dict[str, Doc | None] = {}
+    for sha in dict.fromkeys([*images, *faces]):
+        local = found[sha] = store.image_with_hash(sha)
+        if local is None:
+            report.counts["images_missing"] += 1
+            continue
+        report.counts["images_matched"] += 1
+        if sha in images:
+            _file(store, local, images[sha], albums, report)
+        if faces.get(sha):
+            _apply_faces(store, local, images.get(sha), faces[sha], persons, report)
+    for person in persons.values():
+        _update_person(store, person, report)
+    waiting = _apply_corrections(store, read, found, report)
+    if keep_pending:
+        _keep_pending(store, read, found, faces, persons, waiting, report)
+    else:
+        report.counts["faces_pending"] = 0
+
+
+def _ensure_albums(store: Store, albums: list[Doc], sections: list[Doc], report: _Report
+                   ) -> set[str]:
+    """Create the albums and sections absent here, with their ids; returns the ids present."""
+    present = set()
+    for album in albums:
+        if store.find_album(album["id"]) is None:
+            moment = storage.now()
+            store.insert_album({"_id": album["id"], "name": album["name"],
+                                "description": album["description"], "created_at": moment,
+                                "updated_at": moment})
+            report.counts["albums_created"] += 1
+        else:
+            report.counts["albums_matched"] += 1
+        present.add(album["id"])
+    for section in sections:
+        if store.find_section(section["id"]) is None:
+            moment = storage.now()
+            album_id = section["album_id"] if store.find_album(section["album_id"]) else ""
+            store.insert_section({"_id": section["id"], "name": section["name"],
+                                  "description": section["description"],
+                                  "album_id": album_id, "created_at": moment,
+                                  "updated_at": moment})
+            report.counts["sections_created"] += 1
+        else:
+            report.counts["sections_matched"] += 1
+        present.add(section["id"])
+    return present
+
+
+def _file(store: Store, image: Doc, entry: Doc, present: set[str], report: _Report) -> None:
+    """File a photo as it was filed in the export (an album or section gone here: left)."""
+    album = entry["album_id"] if entry["album_id"] in present or store.find_album(
+        entry["album_id"]) else ""
+    section = entry["section_id"] if entry["section_id"] in present or store.find_section(
+        entry["section_id"]) else ""
+    if (album or section) and (image.get("album_id", ""), image.get("section_id", "")) != (
+            album, section):
+        store.set_image_fields(image["_id"], {"album_id": album, "section_id": section,
+                                              "updated_at": storage.now()})
+        report.counts["images_filed"] += 1
+
+
+def iou(a: Doc, b: Doc) -> float:
+    """Intersection over union of two ``{top, right, bottom, left}`` boxes (0 when either
+    is empty)."""
+    width = min(a["right"], b["right"]) - max(a["left"], b["left"])
+    height = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+
+    def area(box: Doc) -> int:
+        return max(0, box["right"] - box["left"]) * max(0, box["bottom"] - box["top"])
+
+    return inter / (area(a) + area(b) - inter)
+
+
+def match_faces(local: list[Doc], exported: list[Doc], scale: float = 1.0
+                ) -> dict[int, Doc]:
+    """Pair exported boxes with stored faces of one photo, best overlap first, each face at
+    most once; returns {index in ``exported``: stored face} for pairs at or above MIN_IOU."""
+    candidates = []
+    for i, entry in enumerate(exported):
+        box = {side: value * scale for side, value in entry["box"].items()}
+        for face in local:
+            overlap = iou(box, face["face_location"])
+            if overlap >= MIN_IOU:
+                candidates.append((overlap, i, face["_id"], face))
+    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+    matched: dict[int, Doc] = {}
+    taken: set[str] = set()
+    for _, i, face_id, face in candidates:
+        if i not in matched and face_id not in taken:
+            matched[i] = face
+            taken.add(face_id)
+    return matched
+
+
+def _scale(image: Doc, entry: Doc | None) -> float:
+    """Exported boxes are in the exporting gallery's stored pixels: scale them to ours."""
+    if entry and entry.get("width") and image.get("width"):
+        return float(image["width"]) / float(entry["width"])
+    return 1.0
+
+
+def _apply_faces(store: Store, image: Doc, entry: Doc | None, exported: list[Doc],
+                 persons: dict[str, Doc], report: _Report) -> None:
+    local = store.faces_of_image(image["_id"])
+    matched = match_faces(local, exported, _scale(image, entry))
+    moves: list[tuple[Doc, Doc]] = []
+    for i, face_entry in enumerate(exported):
+        face = matched.get(i)
+        if face is None:
+            report.unmatched_face(face_entry, "no_face_overlaps_box")
+            continue
+        if face_entry["person_id"] not in persons:
+            report.unmatched_face(face_entry, "person_not_in_document")
+            continue
+        report.counts["faces_matched"] += 1
+        if face["person_id"] == face_entry["person_id"] and face.get("is_manual_assignment"):
+            report.counts["faces_already"] += 1
+            report.persons["matched"].add(face["person_id"])
+            continue
+        moves.append((face, face_entry))
+    if not moves:
+        return
+    targets = list(dict.fromkeys(e["person_id"] for _, e in moves))
+    sources = [f["person_id"] for f, _ in moves]
+    with bookkeeping.journal(store, "import", faces=[f["_id"] for f, _ in moves],
+                             persons=list(dict.fromkeys([*targets, *sources])),
+                             images=[image["_id"]]):
+        for person_id in targets:
+            _ensure_person(store, persons[person_id], report)
+        # A face may have to wait for another to leave its person first (two faces of one
+        # photo trading persons): refused moves are tried again while some succeed.
+        waiting, refused = moves, []
+        while waiting:
+            refused = []
+            for face, face_entry in waiting:
+                try:
+                    _assign(store, face, face_entry["person_id"])
+                    report.counts["faces_assigned"] += 1
+                except ConflictError:
+                    refused.append((face, face_entry))
+            if len(refused) == len(waiting):
+                break
+            waiting = refused
+        for _, face_entry in refused:
+            report.counts["faces_matched"] -= 1
+            report.unmatched_face(face_entry, "photo_has_another_face_of_person")
+        for person_id in targets:
+            if bookkeeping.delete_if_empty(store, person_id):
+                report.persons["created"].discard(person_id)
+
+
+def _ensure_person(store: Store, entry: Doc, report: _Report) -> None:
+    if store.find_person(entry["id"]) is not None:
+        report.persons["matched"].add(entry["id"])
+        return
+    person = bookkeeping.new_person_doc(store, name=entry["name"])
+    person.update(_id=entry["id"], named_by_user=entry["named_by_user"])
+    try:
+        store.insert_persons([person])
+        report.persons["created"].add(entry["id"])
+    except storage.DuplicateKeyError:
+        report.persons["matched"].add(entry["id"])  # created meanwhile by another import
+
+
+def _assign(store: Store, face: Doc, person_id: str) -> None:
+    """Put a face in a person by hand, keeping the counters (as a move does).
+
+    :raise ConflictError: another face of the photo is in that person now.
+    """
+    with bookkeeping.person_lock(store, person_id):
+        for other in store.faces_of_image(face["image_id"]):
+            if other["_id"] != face["_id"] and other["person_id"] == person_id:
+                raise ConflictError("two faces of one photo cannot be one person",
+                                    details={"face_id": other["_id"]})
+        # Importing is the user's latest word: a rejection saying otherwise goes.
+        corrections.forget_on_move(store, face["_id"], person_id)
+        before = store.import_face(face["_id"], person_id)
+    if before is None:
+        return  # deleted meanwhile: nothing to count
+    source_id = before["person_id"]
+    was_manual = bool(before.get("is_manual_assignment"))
+    if source_id == person_id:
+        if not was_manual:
+            store.adjust_person_counts(person_id, 0, 0, manual=1)
+        return
+    store.adjust_person_counts(person_id, 1, 1, manual=1)
+    store.adjust_person_counts(source_id, -1, -1, manual=-1 if was_manual else 0)
+    store.log_face_changes([(face["_id"], person_id)])
+    store.offer_thumbnail(person_id, face["_id"], bookkeeping.quality_of(before))
+    bookkeeping.settle_person(store, source_id, left_face_id=face["_id"])
+
+
+def _update_person(store: Store, entry: Doc, report: _Report) -> None:
+    """Give a person present here the exported name (when a user gave it), flags, birth
+    date and cover face; one write, only when something differs."""
+    person = store.find_person(entry["id"])
+    if person is None:
+        return
+    fields: Doc = {}
+    if entry["named_by_user"] and person["name"] != entry["name"]:
+        fields.update(name=entry["name"], name_lc=entry["name"].lower(), named_by_user=True)
+    for key in ("hidden", "favorite"):
+        if bool(person.get(key, False)) != entry[key]:
+            fields[key] = entry[key]
+    if (person.get("birth_date") or None) != entry["birth_date"]:
+        fields["birth_date"] = entry["birth_date"]
+    if entry["cover_face"] is not None:
+        cover = _locate(store, entry["cover_face"], {})
+        if (cover is not None and cover["person_id"] == entry["id"]
+                and bookkeeping.cover_of(person) != cover["_id"]):
+            fields.update(thumbnail_face_id=cover["_id"],
+                          thumbnail_quality=bookkeeping.COVER_QUALITY)
+    if fields:
+        fields["updated_at"] = storage.now()
+        store.set_person_fields(entry["id"], fields)
+        report.persons["updated"].add(entry["id"])
+
+
+def _locate(store: Store, ref: Doc, cache: dict[str, tuple[Doc, list[Doc]] | None]
+            ) -> Doc | None:
+    """The stored face an exported (photo, box) names, or None (photo absent, no overlap)."""
+    sha = ref["image_sha256"]
+    if sha not in cache:
+        image = store.image_with_hash(sha)
+        cache[sha] = None if image is None else (image, store.faces_of_image(image["_id"]))
+    found = cache[sha]
+    if found is None:
+        return None
+    return match_faces(found[1], [ref]).get(0)
+
+
+def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], report: _Report
+                       ) -> dict[str, list[Doc]]:
+    """Recreate rejections and not-same pairs whose faces and persons are here; returns
+    those that wait for a photo, by the sha256 of each photo they wait for."""
+    pending_persons: dict[str, set[str]] = defaultdict(set)
+    for face in read["faces"]:
+        if found.get(face["image_sha256"]) is None:
+            pending_persons[face["person_id"]].add(face["image_sha256"])
+    waiting: dict[str, list[Doc]] = defaultdict(list)
+    cache: dict[str, tuple[Doc, list[Doc]] | None] = {}
+    for entry in read["rejections"]:
+        ref, person_id = entry["face"], entry["person_id"]
+        face = _locate(store, ref, cache)
+        person_here = store.find_person(person_id) is not None
+        if face is not None and person_here:
+            if face["person_id"] == person_id:
+                report.skipped_correction("rejection", entry, "face_is_in_that_person")
+            elif store.add_rejection(face["_id"], person_id):
+                report.counts["rejections_applied"] += 1
+            else:
+                report.counts["rejections_present"] += 1
+            continue
+        shas = set(pending_persons.get(person_id, set()))
+        if found.get(ref["image_sha256"]) is None:
+            shas.add(ref["image_sha256"])
+        if face is None and found.get(ref["image_sha256"]) is not None:
+            report.skipped_correction("rejection", entry, "no_face_overlaps_box")
+        elif shas:
+            for sha in shas:
+                waiting[sha].append({"kind": "rejection", **entry})
+            report.counts["corrections_pending"] += 1
+        else:
+            report.skipped_correction("rejection", entry, "person_absent")
+    for entry in read["not_same"]:
+        a, b = entry["person_id"], entry["other_person_id"]
+        if a == b:
+            report.skipped_correction("not_same", entry, "same_person")
+        elif store.find_person(a) is not None and store.find_person(b) is not None:
+            if store.add_not_same(a, b):
+                report.counts["not_same_applied"] += 1
+            else:
+                report.counts["not_same_present"] += 1
+        elif pending_persons.get(a) or pending_persons.get(b):
+            for sha in pending_persons.get(a, set()) | pending_persons.get(b, set()):
+                waiting[sha].append({"kind": "not_same", **entry})
+            report.counts["corrections_pending"] += 1
+        else:
+            report.skipped_correction("not_same", entry, "person_absent")
+    return waiting
+
+
+def _keep_pending(store: Store, read: Doc, found: dict[str, Doc | None],
+                  faces: dict[str, list[Doc]], persons: dict[str, Doc],
+                  waiting: dict[str, list[Doc]], report: _Report) -> None:
+    """Store the entries of each photo not here under its sha256, for its upload."""
+    images = {i["sha256"]: i for i in read["images"]}
+    for sha in sorted({s for s, image in found.items() if image is None} | set(waiting)):
+        if found.get(sha) is not None:
+            continue
+        own = faces.get(sha, [])
+        report.counts["faces_pending"] += len(own)
+        kinds = waiting.get(sha, [])
+        doc = {"_id": sha, "images": [images[sha]] if sha in images else [],
+               "faces": own,
+               "persons": [persons[p] for p in dict.fromkeys(f["person_id"] for f in own)
+                           if p in persons],
+               "rejections": [{"face": e["face"], "person_id": e["person_id"]}
+                              for e in kinds if e["kind"] == "rejection"],
+               "not_same": [{"person_id": e["person_id"],
+                             "other_person_id": e["other_person_id"]}
+                            for e in kinds if e["kind"] == "not_same"],
+               "albums": [], "sections": []}
+        if store.pending_import(sha) == doc:
+            report.counts["pending_unchanged"] += 1
+        else:
+            store.put_pending_import(doc)
+            report.counts["pending_stored"] += 1
