@@ -20,17 +20,21 @@ write each, with nothing derived from them.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from collections import Counter
 from collections import defaultdict
 
 from errors import ConflictError
+from errors import GalleryError
 from services import bookkeeping
 from services import corrections
 from services import exchange
 from services import people
 from services import storage
 from services.storage import Store
+
+log = logging.getLogger(__name__)
 
 Doc = dict[str, t.Any]
 
@@ -115,26 +119,46 @@ def after_upload(store: Store, result: Doc) -> Doc:
     """Apply the people data imported before this photo was uploaded, if any; returns the
     upload's result with its faces' persons as they are now (and ``imported``: the report).
 
-    The pending entry is deleted first: a kill part way then leaves a consistent gallery
-    (repair finishes the journalled moves) with the rest not applied, which importing the
-    document again completes, rather than an entry applied again at every repair.
+    Called by the upload inside its intent, which names the photo's sha256: a kill part way
+    leaves that intent, and repair applies what waits again (:func:`apply_pending`, which is
+    idempotent) once it has recounted. The upload is stored whatever happens here: a pending
+    entry that cannot be applied is logged and left, never the upload's failure.
     """
     image = store.find_image(result.get("image_id", ""))
-    pending = store.pending_import(image["sha256"]) if image else None
-    if pending is None or image is None:
+    if image is None or result.get("duplicate"):
         return result
-    store.delete_pending_import(image["sha256"])
-    read = exchange.read_document({
-        "format": exchange.FORMAT, "version": exchange.VERSION,
-        **{key: pending.get(key, []) for key in exchange.LISTS}})
-    report = _Report()
-    _apply(store, read, report, keep_pending=False)
+    try:
+        report = apply_pending(store, image["sha256"])
+    except GalleryError as err:
+        log.warning("people data waiting for %s not applied: %s", image["sha256"], err.message)
+        return result
+    if report is None:
+        return result
     faces = {f["_id"]: f["person_id"] for f in store.faces_of_image(image["_id"])}
     names = people.person_names(store, set(faces.values()))
     for face in result.get("faces", []):
         person_id = faces.get(face["face_id"], face["person_id"])
         face.update(person_id=person_id, person_name=names.get(person_id))
-    return {**result, "imported": report.as_dict()}
+    return {**result, "imported": report}
+
+
+def apply_pending(store: Store, sha256: str) -> Doc | None:
+    """Apply the people data waiting for the photo with these bytes, when it is here, then
+    drop it; returns the report (None: nothing waits, or the photo is not here).
+
+    The entry is deleted last: a kill part way leaves it for the next call (repair makes
+    one for a killed upload), which applies it again; what is in place already is skipped.
+    """
+    pending = store.pending_import(sha256)
+    if pending is None or store.image_with_hash(sha256) is None:
+        return None
+    read = exchange.read_document({
+        "format": exchange.FORMAT, "version": exchange.VERSION,
+        **{key: pending.get(key, []) for key in exchange.LISTS}})
+    report = _Report()
+    _apply(store, read, report, keep_pending=False)
+    store.delete_pending_import(sha256)
+    return report.as_dict()
 
 
 # -- applying -----------------------------------------------------------------------------
@@ -153,6 +177,9 @@ def _apply(store: Store, read: Doc, report: _Report, *, keep_pending: bool) -> N
             report.counts["images_missing"] += 1
             continue
         report.counts["images_matched"] += 1
+        if keep_pending:
+            # Left by an upload that failed to apply it: applied now, and dropped.
+            apply_pending(store, sha)
         if sha in images:
             _file(store, local, images[sha], albums, report)
         if faces.get(sha):

@@ -21,6 +21,7 @@ import typing as t
 
 from services import bookkeeping
 from services import face_edits
+from services import people_import
 from services import processes
 from services import storage
 from services.storage import Store
@@ -249,6 +250,10 @@ def _finish(store: Store, intent: Doc) -> None:
     store.delete_crops([face_id for face_id in face_ids if face_id not in where])
     for person_id in persons:
         bookkeeping.reconcile_person(store, person_id)
+    if op == "upload" and intent.get("sha256"):
+        # Issue 16: people data imported for this photo, which its upload was applying (or
+        # was about to) when it was killed; nothing when none waits or the upload was undone.
+        people_import.apply_pending(store, intent["sha256"])
     store.end_intent(intent["_id"])
 
 

@@ -118,9 +118,10 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
                                      ids=(face_ids, new_person_ids))
         finally:
             store.end_writing(image_id)
-    # Issue 16 (export/import): people data imported before this photo was uploaded is
-    # applied now, after its faces are written and assigned (services/people_import.py).
-    return people_import.after_upload(store, result)
+        # Issue 16 (export/import): people data imported before this photo was uploaded is
+        # applied now, its faces written and assigned; inside the intent, whose sha256 lets
+        # repair finish it after a kill (services/people_import.py).
+        return people_import.after_upload(store, result)
 
 
 def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, image_id: str,
