@@ -2,20 +2,22 @@
 corrections, albums and filing come back on the photos that are here, and wait for the ones
 that are not.
 
-Photos are matched by sha256 and faces by box overlap: an exported face is the stored face
-of the same photo whose box overlaps it most, with an intersection over union of at least
-:data:`MIN_IOU` (boxes are first scaled to this gallery's pixels when the photo was stored at
-another size). A matched face is put in its exported person (recreated with the exported id
-and name when absent) as a hand assignment (``assigned_by: manual``,
-``assigned_via: "import"``): importing is the user's word. The entries of a photo not in the
-gallery are kept in ``pending_imports`` under its sha256 and applied when it is uploaded
-(:func:`after_upload`). Applying is idempotent: what is in place already is left untouched,
-so importing one document twice writes nothing the second time.
+Photos are matched by sha256 and faces by box overlap (:mod:`services.import_moves`): an
+exported face is the stored face of the same photo whose box overlaps it most, with an
+intersection over union of at least 0.5 (boxes are first scaled to this gallery's pixels
+when the photo was stored at another size). A matched face is put in its exported person
+(recreated with the exported id and name when absent) as a hand assignment
+(``assigned_by: manual``, ``assigned_via: "import"``): importing is the user's word. The
+entries of a photo not in the gallery are kept in ``pending_imports`` under its sha256 and
+applied when it is uploaded (:func:`after_upload`). Applying is idempotent: what is in
+place already is left untouched, so importing one document twice writes nothing the second
+time.
 
-Each photo's moves are journalled (:func:`bookkeeping.journal`, op ``import``) like a hand
-move: a kill leaves an intent whose repair recounts every person it names (a person created
-for faces that never arrived is deleted). Corrections, albums, sections and filing are one
-write each, with nothing derived from them.
+The moves are made in batches of photos, each journalled (:func:`bookkeeping.journal`, op
+``import``) and under the re-clustering lock (:mod:`services.import_moves`): a kill leaves an
+intent whose repair recounts every person it names (a person created for faces that never
+arrived is deleted). Corrections, albums, sections and filing are one write each, with
+nothing derived from them.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ import typing as t
 from collections import Counter
 from collections import defaultdict
 
-from errors import ConflictError
 from errors import GalleryError
 from services import bookkeeping
-from services import corrections
 from services import exchange
+from services import import_moves
 from services import people
 from services import storage
 from services.storage import Store
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, t.Any]
 
-#: An exported box and a stored one are the same face above this intersection over union.
-#: The same bytes and detector give the same box (IoU 1.0); two faces of one photo rarely
-#: overlap by a third of their union; 0.5 is the PASCAL VOC bar for "the same object".
-MIN_IOU = 0.5
 #: Unmatched faces and skipped corrections listed in a report (all are counted by reason).
 REPORT_LIST_LIMIT = 100
 
@@ -142,6 +139,15 @@ def after_upload(store: Store, result: Doc) -> Doc:
     return {**result, "imported": report}
 
 
+def finish_pending(store: Store, sha256: str) -> None:
+    """Repair's call for a killed upload: :func:`apply_pending`, a refusal logged (a
+    re-clustering running now: what waits is applied by the next import naming the photo)."""
+    try:
+        apply_pending(store, sha256)
+    except GalleryError as err:
+        log.warning("people data waiting for %s not applied: %s", sha256, err.message)
+
+
 def apply_pending(store: Store, sha256: str) -> Doc | None:
     """Apply the people data waiting for the photo with these bytes, when it is here, then
     drop it; returns the report (None: nothing waits, or the photo is not here).
@@ -171,6 +177,7 @@ def _apply(store: Store, read: Doc, report: _Report, *, keep_pending: bool) -> N
     for face in read["faces"]:
         faces[face["image_sha256"]].append(face)
     found: dict[str, Doc | None] = {}
+    photos: list[tuple[Doc, list[Doc], float]] = []
     for sha in dict.fromkeys([*images, *faces]):
         local = found[sha] = store.image_with_hash(sha)
         if local is None:
@@ -183,7 +190,17 @@ def _apply(store: Store, read: Doc, report: _Report, *, keep_pending: bool) -> N
         if sha in images:
             _file(store, local, images[sha], albums, report)
         if faces.get(sha):
-            _apply_faces(store, local, images.get(sha), faces[sha], persons, report)
+            photos.append((local, faces[sha], _scale(local, images.get(sha))))
+    for start in range(0, len(photos), import_moves.BATCH_PHOTOS):
+        done = import_moves.apply_batch(
+            store, photos[start:start + import_moves.BATCH_PHOTOS], persons)
+        report.counts["faces_assigned"] += done.assigned
+        report.counts["faces_already"] += done.already
+        report.counts["faces_matched"] += done.assigned + done.already
+        for entry, reason in done.left:
+            report.unmatched_face(entry, reason)
+        report.persons["created"] |= done.persons_created
+        report.persons["matched"] |= done.persons_matched
     for person in persons.values():
         _update_person(store, person, report)
     waiting = _apply_corrections(store, read, found, report)
@@ -235,138 +252,11 @@ def _file(store: Store, image: Doc, entry: Doc, present: set[str], report: _Repo
         report.counts["images_filed"] += 1
 
 
-def iou(a: Doc, b: Doc) -> float:
-    """Intersection over union of two ``{top, right, bottom, left}`` boxes (0 when either
-    is empty)."""
-    width = min(a["right"], b["right"]) - max(a["left"], b["left"])
-    height = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-
-    def area(box: Doc) -> int:
-        return max(0, box["right"] - box["left"]) * max(0, box["bottom"] - box["top"])
-
-    return inter / (area(a) + area(b) - inter)
-
-
-def match_faces(local: list[Doc], exported: list[Doc], scale: float = 1.0
-                ) -> dict[int, Doc]:
-    """Pair exported boxes with stored faces of one photo, best overlap first, each face at
-    most once; returns {index in ``exported``: stored face} for pairs at or above MIN_IOU."""
-    candidates = []
-    for i, entry in enumerate(exported):
-        box = {side: value * scale for side, value in entry["box"].items()}
-        for face in local:
-            overlap = iou(box, face["face_location"])
-            if overlap >= MIN_IOU:
-                candidates.append((overlap, i, face["_id"], face))
-    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
-    matched: dict[int, Doc] = {}
-    taken: set[str] = set()
-    for _, i, face_id, face in candidates:
-        if i not in matched and face_id not in taken:
-            matched[i] = face
-            taken.add(face_id)
-    return matched
-
-
 def _scale(image: Doc, entry: Doc | None) -> float:
     """Exported boxes are in the exporting gallery's stored pixels: scale them to ours."""
     if entry and entry.get("width") and image.get("width"):
         return float(image["width"]) / float(entry["width"])
     return 1.0
-
-
-def _apply_faces(store: Store, image: Doc, entry: Doc | None, exported: list[Doc],
-                 persons: dict[str, Doc], report: _Report) -> None:
-    local = store.faces_of_image(image["_id"])
-    matched = match_faces(local, exported, _scale(image, entry))
-    moves: list[tuple[Doc, Doc]] = []
-    for i, face_entry in enumerate(exported):
-        face = matched.get(i)
-        if face is None:
-            report.unmatched_face(face_entry, "no_face_overlaps_box")
-            continue
-        if face_entry["person_id"] not in persons:
-            report.unmatched_face(face_entry, "person_not_in_document")
-            continue
-        report.counts["faces_matched"] += 1
-        if face["person_id"] == face_entry["person_id"] and face.get("is_manual_assignment"):
-            report.counts["faces_already"] += 1
-            report.persons["matched"].add(face["person_id"])
-            continue
-        moves.append((face, face_entry))
-    if not moves:
-        return
-    targets = list(dict.fromkeys(e["person_id"] for _, e in moves))
-    sources = [f["person_id"] for f, _ in moves]
-    with bookkeeping.journal(store, "import", faces=[f["_id"] for f, _ in moves],
-                             persons=list(dict.fromkeys([*targets, *sources])),
-                             images=[image["_id"]]):
-        for person_id in targets:
-            _ensure_person(store, persons[person_id], report)
-        # A face may have to wait for another to leave its person first (two faces of one
-        # photo trading persons): refused moves are tried again while some succeed.
-        waiting, refused = moves, []
-        while waiting:
-            refused = []
-            for face, face_entry in waiting:
-                try:
-                    _assign(store, face, face_entry["person_id"])
-                    report.counts["faces_assigned"] += 1
-                except ConflictError:
-                    refused.append((face, face_entry))
-            if len(refused) == len(waiting):
-                break
-            waiting = refused
-        for _, face_entry in refused:
-            report.counts["faces_matched"] -= 1
-            report.unmatched_face(face_entry, "photo_has_another_face_of_person")
-        for person_id in targets:
-            if bookkeeping.delete_if_empty(store, person_id):
-                report.persons["created"].discard(person_id)
-
-
-def _ensure_person(store: Store, entry: Doc, report: _Report) -> None:
-    if store.find_person(entry["id"]) is not None:
-        report.persons["matched"].add(entry["id"])
-        return
-    person = bookkeeping.new_person_doc(store, name=entry["name"])
-    person.update(_id=entry["id"], named_by_user=entry["named_by_user"])
-    try:
-        store.insert_persons([person])
-        report.persons["created"].add(entry["id"])
-    except storage.DuplicateKeyError:
-        report.persons["matched"].add(entry["id"])  # created meanwhile by another import
-
-
-def _assign(store: Store, face: Doc, person_id: str) -> None:
-    """Put a face in a person by hand, keeping the counters (as a move does).
-
-    :raise ConflictError: another face of the photo is in that person now.
-    """
-    with bookkeeping.person_lock(store, person_id):
-        for other in store.faces_of_image(face["image_id"]):
-            if other["_id"] != face["_id"] and other["person_id"] == person_id:
-                raise ConflictError("two faces of one photo cannot be one person",
-                                    details={"face_id": other["_id"]})
-        # Importing is the user's latest word: a rejection saying otherwise goes.
-        corrections.forget_on_move(store, face["_id"], person_id)
-        before = store.import_face(face["_id"], person_id)
-    if before is None:
-        return  # deleted meanwhile: nothing to count
-    source_id = before["person_id"]
-    was_manual = bool(before.get("is_manual_assignment"))
-    if source_id == person_id:
-        if not was_manual:
-            store.adjust_person_counts(person_id, 0, 0, manual=1)
-        return
-    store.adjust_person_counts(person_id, 1, 1, manual=1)
-    store.adjust_person_counts(source_id, -1, -1, manual=-1 if was_manual else 0)
-    store.log_face_changes([(face["_id"], person_id)])
-    store.offer_thumbnail(person_id, face["_id"], bookkeeping.quality_of(before))
-    bookkeeping.settle_person(store, source_id, left_face_id=face["_id"])
 
 
 def _update_person(store: Store, entry: Doc, report: _Report) -> None:
@@ -405,7 +295,7 @@ def _locate(store: Store, ref: Doc, cache: dict[str, tuple[Doc, list[Doc]] | Non
     found = cache[sha]
     if found is None:
         return None
-    return match_faces(found[1], [ref]).get(0)
+    return import_moves.match_faces(found[1], [ref]).get(0)
 
 
 def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], report: _Report
@@ -418,6 +308,13 @@ def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], re
             pending_persons[face["person_id"]].add(face["image_sha256"])
     waiting: dict[str, list[Doc]] = defaultdict(list)
     cache: dict[str, tuple[Doc, list[Doc]] | None] = {}
+
+    def here(sha: str) -> bool:
+        # A rejection may name a photo the document lists nowhere else: looked up then.
+        if sha not in found:
+            found[sha] = store.image_with_hash(sha)
+        return found[sha] is not None
+
     for entry in read["rejections"]:
         ref, person_id = entry["face"], entry["person_id"]
         face = _locate(store, ref, cache)
@@ -431,9 +328,10 @@ def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], re
                 report.counts["rejections_present"] += 1
             continue
         shas = set(pending_persons.get(person_id, set()))
-        if found.get(ref["image_sha256"]) is None:
+        photo_here = here(ref["image_sha256"])
+        if not photo_here:
             shas.add(ref["image_sha256"])
-        if face is None and found.get(ref["image_sha256"]) is not None:
+        if face is None and photo_here:
             report.skipped_correction("rejection", entry, "no_face_overlaps_box")
         elif shas:
             for sha in shas:
