@@ -46,7 +46,8 @@ def export_people():
 @bp.input(schemas.ExportDocument, arg_name="body")
 @bp.output(envelope(schemas.ImportReport), description="Applied; the report says what "
                                                        "matched, what waits and what not")
-@bp.doc(responses={409: "a re-clustering is running: retry in a few seconds",
+@bp.doc(responses={409: "a re-clustering or another import is running: retry in a few "
+                        "seconds",
                    413: "the body is over MAX_CONTENT_LENGTH: import a larger document with "
                         "`flask gallery import FILE.json`"})
 def import_people(body: dict[str, t.Any]):

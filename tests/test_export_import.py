@@ -242,3 +242,53 @@ def test_the_commands_export_and_import_the_same_document(client, pictures, tmp_
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["persons"]["created"] == 3
     assert people_view(client) == before
+
+
+def test_faces_that_match_nothing_are_reported_with_their_reason(client, pictures):
+    up = upload(client, pictures["hopper"], "hopper.jpg")
+    document = export(client)
+    face = document["faces"][0]
+    stray = "6570a1a1a1a1a1a1a1a1a1a1"
+    document["faces"] = [
+        {**face, "box": {"top": 0, "right": 20, "bottom": 20, "left": 0}},  # overlaps nothing
+        {**face, "person_id": stray},  # a person the document does not describe
+    ]
+    report = client.post("/import", json=document).json["data"]
+    assert report["faces"]["unmatched_by_reason"] == {"no_face_overlaps_box": 1,
+                                                      "person_not_in_document": 1}
+    assert [f["reason"] for f in report["faces"]["unmatched_list"]] == [
+        "no_face_overlaps_box", "person_not_in_document"]
+    store: Store = client.application.extensions["face_gallery"].store
+    assert store.get_face(up["faces"][0]["face_id"])["person_id"] == up["faces"][0]["person_id"]
+
+
+def test_boxes_are_scaled_to_the_size_the_photo_is_stored_at_here(client, pictures):
+    up = upload(client, pictures["hopper"], "hopper.jpg")
+    document = export(client)
+    # As if the exporting gallery had stored the photo at twice the size.
+    document["images"][0].update(width=up["width"] * 2, height=up["height"] * 2)
+    for face in document["faces"]:
+        face["box"] = {side: value * 2 for side, value in face["box"].items()}
+    person = document["persons"][0]["id"]
+    document["persons"][0]["id"] = document["faces"][0]["person_id"] = "6570a1a1a1a1a1a1a1a1a1a1"
+    report = client.post("/import", json=document).json["data"]
+    assert report["faces"]["assigned"] == 1 and report["persons"]["created"] == 1
+    store: Store = client.application.extensions["face_gallery"].store
+    face = store.get_face(up["faces"][0]["face_id"])
+    assert face["person_id"] == "6570a1a1a1a1a1a1a1a1a1a1" != person
+
+
+def test_the_contract_documents_export_import_and_xmp(client):
+    document = client.get("/openapi.json").json
+    assert "application/json" in document["paths"]["/export"]["get"]["responses"]["200"][
+        "content"]
+    body = document["paths"]["/import"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/ExportDocument")
+    assert {"400", "409", "413"} <= set(document["paths"]["/import"]["post"]["responses"])
+    xmp = document["paths"]["/images/{image_id}/xmp"]["get"]["responses"]
+    assert "application/rdf+xml" in xmp["200"]["content"] and "404" in xmp
+
+
+def test_the_import_command_says_it_takes_export_documents(client):
+    result = client.application.test_cli_runner().invoke(args=["gallery", "import", "--help"])
+    assert "face-gallery-export" in result.output
