@@ -126,12 +126,6 @@ def _face_entry(face: Doc, hashes: dict[str, str], boxes: dict[str, Doc]) -> Doc
     return entry
 
 
-def embedding_of(entry: Doc) -> t.Any:
-    """A face entry's encoding as a float32 array (128 values), or None when it has none."""
-    raw = entry.get("embedding")
-    return storage.embedding_from_bytes(base64.b64decode(raw)) if raw else None
-
-
 # -- reading ------------------------------------------------------------------------------
 
 def read_document(document: t.Any) -> Doc:
