@@ -107,6 +107,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     from routes import persons
     from routes import sections
     from routes import stats
+    from routes import transfer
 
     app.register_blueprint(images.bp, url_prefix="/images")
     app.register_blueprint(persons.bp, url_prefix="/persons")
@@ -116,6 +117,7 @@ def create_app(config: Mapping[str, t.Any] | None = None, *, store: Store | None
     app.register_blueprint(cluster.bp, url_prefix="/cluster")
     app.register_blueprint(jobs.bp, url_prefix="/jobs")
     app.register_blueprint(stats.bp)
+    app.register_blueprint(transfer.bp)
     contract.init_app(app)
 
     # commands

@@ -19,12 +19,15 @@ from flask.cli import AppGroup
 from errors import GalleryError
 from services import blobs
 from services import catalog
+from services import exchange
 from services import importer
 from services import jobs
+from services import people_import
 from services import recognition
 from services import repair
 from services import taskqueue
 from services import upkeep
+from services import xmp
 from services.context import Gallery
 
 gallery = AppGroup("gallery", help="Operate the face gallery.")
@@ -134,8 +137,17 @@ def recluster_command(eps: float | None, min_samples: int | None,
               help="Processes analysing photos (default INGEST_WORKERS).")
 def import_command(path: Path, recursive: bool, album: str | None, section: str | None,
                    workers: int | None) -> None:
-    """Import the photos in PATH (a file or a folder); files already stored are skipped."""
+    """Import the photos in PATH (a file or a folder); files already stored are skipped.
+
+    A PATH that is a JSON export document (``flask gallery export``; told by its content:
+    a JSON object with ``"format": "face-gallery-export"``) is applied instead, as
+    ``POST /import`` applies it, without that route's size limit; the other options are then
+    not used."""
     handles = _handles()
+    document = _export_document(path)
+    if document is not None:
+        _import_people(handles, document)
+        return
     photos, skipped = importer.find_photos(path, handles.settings["ALLOWED_EXTENSIONS"],
                                            recursive=recursive)
     for skipped_path, reason in skipped:
@@ -159,6 +171,52 @@ def import_command(path: Path, recursive: bool, album: str | None, section: str 
     if not photos:
         click.echo("no photos found", err=True)
         sys.exit(1)
+
+
+# -- export and import of the people data (issue 16) ----------------------------------------
+
+@gallery.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--xmp", "xmp_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Also write one XMP sidecar per photo (<sha256>.xmp, MWG "
+                                 "face regions) into this folder.")
+def export_command(path: Path, xmp_dir: Path | None) -> None:
+    """Write the people data (persons, faces, corrections, albums, filing) to PATH as the
+    JSON document GET /export streams; `flask gallery import PATH` applies it elsewhere."""
+    handles = _handles()
+    moment = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    with path.open("w", encoding="utf-8") as out:
+        for chunk in exchange.export_document(handles.store, exported_at=moment):
+            out.write(chunk)
+    click.echo(f"exported to {path} ({path.stat().st_size} bytes)", err=True)
+    if xmp_dir is not None:
+        written = xmp.write_sidecars(handles.store, xmp_dir)
+        click.echo(f"wrote {written} XMP sidecars to {xmp_dir}", err=True)
+
+
+def _export_document(path: Path) -> t.Any:
+    """The parsed export document at ``path``, or None when it is not one (photos)."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as source:
+        head = source.read(4096)
+    if not head.lstrip().startswith(b"{") or exchange.FORMAT.encode() not in head:
+        return None
+    try:
+        document = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:
+        raise click.ClickException(f"{path} looks like an export document but is not valid "
+                                   f"JSON: {err}") from err
+    return document if isinstance(document, dict) and document.get(
+        "format") == exchange.FORMAT else None
+
+
+def _import_people(handles: Gallery, document: t.Any) -> None:
+    try:
+        report = people_import.import_document(handles.store, document)
+    except GalleryError as err:
+        raise click.ClickException(err.message) from err
+    _echo_json(report)
 
 
 def _duration(seconds: float | None) -> str:

@@ -1013,3 +1013,128 @@ class Explanation(_Out):
 class ExplainQuery(_Query):
     limit = fields.Integer(load_default=5, validate=validators.Range(1, 50), metadata={
         "description": "nearest faces listed per person, 1-50"})
+# -- export and import of the people data (issue 16: docs/export.md) ---------------------------
+# The document is read tolerantly (unknown fields are kept, not refused): a newer export may
+# carry more; the service checks it again (the CLI imports without these schemas).
+
+class _Lenient(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer: a number without a fraction (2.0 is one, as JSON Schema says), never
+    a string or a boolean."""
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(int(value), attr, data, **kwargs)
+
+
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+def _sha256(description: str, **kwargs: t.Any) -> fields.String:
+    return fields.String(validate=validators.Regexp(SHA256_PATTERN,
+                                                    error="Must be a sha256 (64 hex digits)."),
+                         metadata={"description": description}, **kwargs)
+
+
+class ExportBox(_Lenient):
+    """A face's box in the stored photo's pixels (``images[].width``/``height``)."""
+
+    top = WholeNumber(required=True, validate=validators.Range(0, 10**6))
+    right = WholeNumber(required=True, validate=validators.Range(0, 10**6))
+    bottom = WholeNumber(required=True, validate=validators.Range(0, 10**6))
+    left = WholeNumber(required=True, validate=validators.Range(0, 10**6))
+
+
+class ExportFaceRef(_Lenient):
+    """A face, named by its photo's bytes and its box (face ids differ between galleries)."""
+
+    image_sha256 = _sha256("the photo's sha256", required=True)
+    box = fields.Nested(ExportBox, required=True)
+
+
+class ExportPerson(_Lenient):
+    id = _id("the person's id, kept across galleries", required=True)
+    name = _name(100, required=True)
+    named_by_user = Flag(metadata={"description": "the name was given by a user (default "
+                                                  "true); only such names replace a name"})
+    hidden = Flag()
+    favorite = Flag()
+    birth_date = fields.String(allow_none=True, metadata={"format": "date"})
+    cover_face = fields.Nested(ExportFaceRef, allow_none=True)
+    face_count = WholeNumber(metadata={"description": "for the record; not read"})
+
+
+class ExportAlbum(_Lenient):
+    id = _id("the album's id", required=True)
+    name = _name(200, required=True)
+    description = _text(2000, multiline=True)
+
+
+class ExportSection(ExportAlbum):
+    album_id = _id("its album", allow_none=True)
+
+
+class ExportImage(_Lenient):
+    """A photo and its filing."""
+
+    sha256 = _sha256("the photo's sha256", required=True)
+    filename = fields.String()
+    width = WholeNumber(allow_none=True, validate=validators.Range(1, 10**6))
+    height = WholeNumber(allow_none=True, validate=validators.Range(1, 10**6))
+    album_id = _id("the album it is filed in", allow_none=True)
+    section_id = _id("the section it is filed in", allow_none=True)
+
+
+class ExportFace(ExportFaceRef):
+    person_id = _id("the face's person", required=True)
+    assigned_by = fields.String(metadata={"description": "auto or manual (not read)"})
+    assigned_via = fields.String(metadata={"description": "upload, recluster, rollback, "
+                                                          "move, merge, confirm, drawn or "
+                                                          "import (not read)"})
+    assigned_run = WholeNumber(metadata={"description": "the re-cluster run (not read)"})
+    quality_score = fields.Float(allow_none=True)
+    embedding = fields.String(metadata={"description": "128 little-endian float32, base64 "
+                                                       "(optional; not read)"})
+
+
+class ExportRejection(_Lenient):
+    face = fields.Nested(ExportFaceRef, required=True)
+    person_id = _id("the person the face is not", required=True)
+
+
+class ExportNotSame(_Lenient):
+    person_id = _id("a person", required=True)
+    other_person_id = _id("a different person", required=True)
+
+
+class ExportDocument(_Lenient):
+    """The people data of a gallery (``GET /export``; ``POST /import`` reads it back)."""
+
+    format = fields.String(required=True, validate=validators.Equal("face-gallery-export"))
+    version = WholeNumber(required=True, validate=validators.Equal(1))
+    exported_at = fields.String()
+    persons = fields.List(fields.Nested(ExportPerson))
+    albums = fields.List(fields.Nested(ExportAlbum))
+    sections = fields.List(fields.Nested(ExportSection))
+    images = fields.List(fields.Nested(ExportImage))
+    faces = fields.List(fields.Nested(ExportFace))
+    rejections = fields.List(fields.Nested(ExportRejection))
+    not_same = fields.List(fields.Nested(ExportNotSame))
+
+
+class ImportReport(_Out):
+    """What an import matched, created and left (counts; the first 100 misses listed)."""
+
+    persons = fields.Dict(required=True)
+    images = fields.Dict(required=True)
+    faces = fields.Dict(required=True)
+    corrections = fields.Dict(required=True)
+    albums = fields.Dict(required=True)
+    sections = fields.Dict(required=True)
+    pending_imports = fields.Dict(required=True)

@@ -22,6 +22,7 @@ import typing as t
 from services import blobs
 from services import bookkeeping
 from services import face_edits
+from services import people_import
 from services import processes
 from services import storage
 from services.storage import Store
@@ -196,6 +197,13 @@ def finish_intents(store: Store, *, stale_after_seconds: float = processes.FALLB
     if not dry_run:
         for intent in intents:
             _finish(store, intent)
+        for intent in intents:
+            if intent["op"] == "upload" and intent.get("sha256"):
+                # Issue 16: people data imported for this photo, which its upload was
+                # applying (or about to) when it was killed; applied once every intent is
+                # finished (an import batch's lock released). Nothing when none waits or
+                # the upload was undone.
+                people_import.finish_pending(store, intent["sha256"])
         if mark is not None:
             _finish_reset(store, mark)
     return handled
@@ -262,6 +270,11 @@ def _finish(store: Store, intent: Doc) -> None:
     store.delete_crops([face_id for face_id in face_ids if face_id not in where])
     for person_id in persons:
         bookkeeping.reconcile_person(store, person_id)
+    if op == "import":
+        # Issue 16: a batch of an import holds the re-clustering lock; its owner is dead.
+        name, holder = intent.get("lock", ["", ""])
+        if name:
+            store.release_lock(name, holder)
     store.end_intent(intent["_id"])
 
 

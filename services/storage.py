@@ -67,6 +67,7 @@ COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
     "persons", "albums", "sections", "counters", "locks",
     "jobs", "job_files", "job_results", "upload_leases", "rejections", "not_same",
+    "pending_imports",
 )
 #: Where blob bytes may live (:meth:`Store.save_blob`); ``inline`` is a data URI in the
 #: blob document itself.
@@ -852,6 +853,48 @@ class Store:
 
     def all_not_same(self) -> list[tuple[str, str]]:
         return [(d["a"], d["b"]) for d in self.db.not_same.find({})]
+
+    # -- export and import of the people data (issue 16: services/exchange.py,
+    #    services/people_import.py) ---------------------------------------------------------
+
+    def iter_ready_images(self, projection: Mapping[str, int]) -> Iterator[Doc]:
+        """Every ready image, with the fields ``projection`` names (and ``status``)."""
+        fields = {**projection, "status": 1}
+        return (doc for doc in self.db.images.find({}, _fields(fields))
+                if doc.get("status") == "ready")
+
+    def image_with_hash(self, sha256: str) -> Doc | None:
+        """The ready image holding these bytes, if any (its hash claim, then the image)."""
+        claim = self.db.image_hashes.find_one({"_id": sha256})
+        if claim is None:
+            return None
+        image = self.db.images.find_one({"_id": claim["image_id"]})
+        return image if image is not None and image.get("status") == "ready" else None
+
+    def import_face(self, face_id: str, person_id: str) -> Doc | None:
+        """Point a face at a person as an imported user decision (manual, ``assigned_via``
+        "import"), atomically; returns the face as it was before (None if it is gone)."""
+        return self.db.faces.find_one_and_update(
+            {"_id": face_id},
+            {"$set": {"person_id": person_id, "is_manual_assignment": True,
+                      "assigned_by": "manual", "assigned_via": "import",
+                      "updated_at": now()},
+             "$unset": {"assigned_run": ""}},
+            projection=_fields(_FACE_LIGHT), return_document=ReturnDocument.BEFORE)
+
+    def pending_import(self, sha256: str) -> Doc | None:
+        """People data imported for photos not uploaded yet, kept under their sha256."""
+        return self.db.pending_imports.find_one({"_id": sha256})
+
+    def put_pending_import(self, doc: Doc) -> None:
+        """Store (or replace) the pending people data of one photo (``_id``: its sha256)."""
+        self.db.pending_imports.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True)
+
+    def delete_pending_import(self, sha256: str) -> bool:
+        return self.db.pending_imports.delete_one({"_id": sha256}).deleted_count > 0
+
+    def pending_import_ids(self) -> list[str]:
+        return [d["_id"] for d in self.db.pending_imports.find({}, {"_id": 1})]
 
     # -- locks --------------------------------------------------------------------------
 

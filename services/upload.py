@@ -34,6 +34,7 @@ from services import corrections
 from services import face_edits
 from services import ingest
 from services import people
+from services import people_import
 from services import processes
 from services import storage
 from services.catalog import ref
@@ -111,11 +112,15 @@ def store_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, *
                                 "was analysed; nothing was stored: upload it again",
                                 details={"reason": "reset"})
         try:
-            return _write_analysis(gallery, analysis, filename, image_id, claimant,
-                                   album=album, section=section, started=started,
-                                   ids=(face_ids, new_person_ids))
+            result = _write_analysis(gallery, analysis, filename, image_id, claimant,
+                                     album=album, section=section, started=started,
+                                     ids=(face_ids, new_person_ids))
         finally:
             store.end_writing(image_id)
+        # Issue 16 (export/import): people data imported before this photo was uploaded is
+        # applied now, its faces written and assigned; inside the intent, whose sha256 lets
+        # repair finish it after a kill (services/people_import.py).
+        return people_import.after_upload(store, result)
 
 
 def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, image_id: str,

@@ -69,6 +69,11 @@ def check_invariants(store: Store) -> None:
     for record in db.not_same.find({}):
         assert record["a"] in persons and record["b"] in persons, (
             f"not-same names a missing person: {record['a']}, {record['b']}")
+    # People data imported for a photo waits only while the photo is not here: its upload
+    # applies it (issue 16, services/people_import.py).
+    shas = {i.get("sha256") for i in db.images.find({}, {"sha256": 1})}
+    waiting = [d["_id"] for d in db.pending_imports.find({}, {"_id": 1}) if d["_id"] in shas]
+    assert not waiting, f"imported people data still waits for photos here: {waiting}"
     blob_ids = {b["_id"] for b in db.image_blobs.find({}, {"_id": 1})}
     assert blob_ids == set(images), "image blobs and images differ"
     crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}

@@ -11,6 +11,7 @@ each crash point starts from a gallery seeded from those analyses.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -24,9 +25,11 @@ import pytest
 from app import create_app
 from services import catalog
 from services import corrections
+from services import exchange
 from services import face_edits
 from services import ingest
 from services import people
+from services import people_import
 from services import photos as images_api
 from services import profiles
 from services import recognition
@@ -207,6 +210,50 @@ def _delete_face(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analys
     return face_edits.delete_face(gallery.store, face_of(seed, "group", "hopper"))
 
 
+# Export and import (issue 16): a document that recreates a person with its id around faces
+# now in another, renames one, and recreates a rejection and a not-same pair; and an upload
+# that applies people data imported before it.
+
+IMPORTED = "6570a1a1a1a1a1a1a1a1a1a1"
+
+
+def _people_document(store: Store, seed: Seed) -> Doc:
+    """The gallery's export with the astronaut's person under another id (so the import
+    creates it and moves her faces there) and corrections naming it."""
+    document = json.loads("".join(exchange.export_document(store, exported_at="")))
+    astronaut, hopper = person_of(seed, "astronaut"), person_of(seed, "hopper")
+    text = json.dumps(document).replace(astronaut, IMPORTED)
+    document = json.loads(text)
+    for person in document["persons"]:
+        person["name"] = {IMPORTED: "Eileen", hopper: "Grace"}.get(person["id"], person["name"])
+    hopper_in_group = next(f for f in document["faces"] if f["person_id"] == hopper
+                           and f["image_sha256"] != document["faces"][0]["image_sha256"])
+    document["rejections"] = [{"face": {k: hopper_in_group[k] for k in ("image_sha256", "box")},
+                               "person_id": IMPORTED}]
+    document["not_same"] = [{"person_id": IMPORTED, "other_person_id": hopper}]
+    return document
+
+
+def _import(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analysis]) -> t.Any:
+    return people_import.import_document(gallery.store, _people_document(gallery.store, seed))
+
+
+def _upload_with_pending(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analysis]
+                         ) -> t.Any:
+    # People data for the group photo, imported before it is uploaded: both its faces go to
+    # a person the document recreates.
+    group = analysed["group"]
+    boxes = [dict(zip(("top", "right", "bottom", "left"), f.box, strict=True))
+             for f in group.faces]
+    person = {"id": IMPORTED, "name": "Eileen", "named_by_user": True, "hidden": False,
+              "favorite": False, "birth_date": None, "cover_face": None}
+    gallery.store.put_pending_import({
+        "_id": group.sha256, "images": [], "persons": [person], "albums": [], "sections": [],
+        "faces": [{"image_sha256": group.sha256, "box": boxes[0], "person_id": IMPORTED}],
+        "rejections": [], "not_same": []})
+    return store_photo(gallery, group, "group")
+
+
 #: Photos whose faces the operation itself changes: one face more or less is not a loss.
 EDITED = {"add_face": ("hopper",), "delete_face": ("group",)}
 
@@ -230,6 +277,8 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], t.Callable[[Store, Seed], None] | N
     "update_person": (FULL, None, _update_person, ()),
     "add_face": (FULL, None, _add_face, ()),
     "delete_face": (FULL, None, _delete_face, ()),
+    "import": (FULL, None, _import, ()),
+    "upload_with_pending_import": (("astronaut", "hopper"), None, _upload_with_pending, ()),
 }
 
 
@@ -343,6 +392,7 @@ def clone(seeded: Store, seeded_at: Path, path: Path) -> Store:
 _KILL_SCRIPT = """
 import os, sys
 from services import people
+from services import people_import
 from services.storage import WriteFault, open_store
 store = open_store("", "face_gallery_test", sys.argv[1])
 store.arm_fault(WriteFault(int(sys.argv[2]), die=lambda n: os._exit(70)))
