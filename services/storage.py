@@ -63,6 +63,7 @@ COLLECTIONS = (
     "images", "image_blobs", "image_hashes", "image_gaps", "faces", "face_crops", "face_changes",
     "persons", "albums", "sections", "counters", "locks",
     "jobs", "job_files", "job_results", "upload_leases", "rejections", "not_same",
+    "cluster_runs", "cluster_run_moves", "cluster_run_persons",
 )
 #: Counters a reset keeps: image numbers never repeat, so two images never share one and
 #: paging by number stays exact across resets (the numbers before a reset are its floor).
@@ -246,6 +247,9 @@ class Store:
             db.rejections.create_index("person_id")
             db.not_same.create_index("a")
             db.not_same.create_index("b")
+            db.cluster_runs.create_index("number")
+            db.cluster_run_moves.create_index("run")
+            db.cluster_run_persons.create_index("run")
             if self.backend == "embedded":
                 self._warm_up()
             self._indexes_ready = True
@@ -552,17 +556,24 @@ class Store:
     def count_faces_of_person(self, person_id: str) -> int:
         return self.db.faces.count_documents({"person_id": person_id})
 
-    def set_face_person(self, face_id: str, person_id: str, *, manual: bool) -> None:
+    def set_face_person(self, face_id: str, person_id: str, *, manual: bool, via: str = "",
+                        run: int = 0) -> None:
         """Point a face at a person (the source of truth for membership) and say who did."""
-        self.db.faces.update_one({"_id": face_id}, {"$set": {
-            "person_id": person_id, "is_manual_assignment": manual,
-            "assigned_by": "manual" if manual else "auto", "updated_at": now()}})
+        fields = {"person_id": person_id, "is_manual_assignment": manual,
+                  "assigned_by": "manual" if manual else "auto",
+                  "assigned_via": via or ("move" if manual else "upload"), "updated_at": now()}
+        if run:
+            fields["assigned_run"] = run
+        self.db.faces.update_one({"_id": face_id}, {"$set": fields})
 
-    def move_all_faces(self, source_person_id: str, target_person_id: str) -> int:
+    def move_all_faces(self, source_person_id: str, target_person_id: str, *,
+                       via: str = "merge", run: int = 0) -> int:
         """Point every face of one person at another (re-clustering merges)."""
+        fields: Doc = {"person_id": target_person_id, "assigned_via": via, "updated_at": now()}
+        if run:
+            fields["assigned_run"] = run
         return self.db.faces.update_many(
-            {"person_id": source_person_id},
-            {"$set": {"person_id": target_person_id, "updated_at": now()}}).modified_count
+            {"person_id": source_person_id}, {"$set": fields}).modified_count
 
     def delete_faces(self, face_ids: Iterable[str]) -> list[Doc]:
         """Delete faces and their crops; returns the faces this call deleted (each face is
@@ -922,6 +933,75 @@ class Store:
         docs = self.db.job_results.find({"job_id": job_id}, {"position": 1, "result": 1})
         return sorted(docs, key=lambda d: d["position"])
 
+    # -- re-clustering runs and their rollback (services/runs.py) -------------------------
+    # A run is one small document (``_id`` "run:N"); the faces it moved, one document each,
+    # are in ``cluster_run_moves`` and the persons it deleted in ``cluster_run_persons``
+    # (``_id`` "N:id", ``run`` N), so a run over 100k faces never nears MongoDB's 16 MB.
+
+    def insert_cluster_run(self, doc: Doc) -> None:
+        self._insert("cluster_runs", doc)
+
+    def find_cluster_run(self, number: int) -> Doc | None:
+        return self.db.cluster_runs.find_one({"_id": f"run:{int(number)}"})
+
+    def update_cluster_run(self, number: int, fields: Doc) -> None:
+        self.db.cluster_runs.update_one({"_id": f"run:{int(number)}"}, {"$set": fields})
+
+    def cluster_runs_page(self, limit: int, offset: int) -> tuple[list[Doc], int]:
+        """Runs newest first (they are few: one a re-clustering or rollback)."""
+        total = self.db.cluster_runs.count_documents({})
+        cursor = self.db.cluster_runs.find({}).sort([("number", -1)]).skip(offset).limit(limit)
+        return list(cursor), total
+
+    def latest_cluster_run(self) -> Doc | None:
+        """The newest run document (a re-clustering or a rollback), None before the first."""
+        return next(iter(self.db.cluster_runs.find({}).sort([("number", -1)]).limit(1)), None)
+
+    def insert_run_moves(self, number: int, moves: list[Doc], *, batch: int = 1000) -> None:
+        """Record ``{face_id, from_person_id, to_person_id, from_manual}`` of each face a run
+        moves, in batches (one insert a batch)."""
+        docs = [{"_id": f"{number}:{m['face_id']}", "run": number, **m} for m in moves]
+        for start in range(0, len(docs), batch):
+            self._insert("cluster_run_moves", docs[start:start + batch])
+
+    def run_moves(self, number: int) -> list[Doc]:
+        """Every move a run recorded, by face id."""
+        docs = self.db.cluster_run_moves.find({"run": int(number)})
+        return sorted((_move_fields(d) for d in docs), key=lambda d: d["face_id"])
+
+    def run_moves_page(self, number: int, limit: int, offset: int) -> tuple[list[Doc], int]:
+        total = self.db.cluster_run_moves.count_documents({"run": int(number)})
+        cursor = (self.db.cluster_run_moves.find({"run": int(number)})
+                  .sort([("face_id", 1)]).skip(offset).limit(limit))
+        return [_move_fields(d) for d in cursor], total
+
+    def insert_run_persons(self, number: int, persons: list[Doc]) -> None:
+        """Snapshot persons a run is about to delete (``person`` holds the whole document)."""
+        self._insert("cluster_run_persons", [
+            {"_id": f"{number}:{p['_id']}", "run": number, "person": p} for p in persons])
+
+    def run_persons(self, number: int) -> dict[str, Doc]:
+        """The persons a run snapshotted, by id."""
+        return {d["person"]["_id"]: d["person"]
+                for d in self.db.cluster_run_persons.find({"run": int(number)})}
+
+    def delete_run_records(self, number: int) -> None:
+        """Remove what a run recorded before its run document was written (a killed run)."""
+        self.db.cluster_run_moves.delete_many({"run": int(number)})
+        self.db.cluster_run_persons.delete_many({"run": int(number)})
+
+    def faces_for_rollback(self, face_ids: list[str], *, batch: int = 1000) -> dict[str, Doc]:
+        """``person_id``, ``image_id``, provenance and ``updated_at`` of those of ``face_ids``
+        that exist, by id."""
+        fields = {"person_id": 1, "image_id": 1, "is_manual_assignment": 1,
+                  "assigned_via": 1, "assigned_run": 1, "updated_at": 1}
+        found: dict[str, Doc] = {}
+        for start in range(0, len(face_ids), batch):
+            chunk = list(face_ids[start:start + batch])
+            found.update((f["_id"], f) for f in self.db.faces.find({"_id": {"$in": chunk}},
+                                                                  _fields(fields)))
+        return found
+
     # -- statistics and reset -----------------------------------------------------------
 
     def count(self, collection: str, query: Doc | None = None) -> int:
@@ -1079,6 +1159,10 @@ class Store:
     def disarm_fault(self) -> None:
         if isinstance(self.db, _FaultyDatabase):
             self.db = self.db.raw
+
+
+def _move_fields(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if k not in {"_id", "run"}}
 
 
 def _person_flags(include_hidden: bool, favorite_only: bool) -> Doc:
