@@ -362,10 +362,11 @@ def finish_rollback(store: Store, own: int) -> Doc:
     summary = {**run.get("summary", {}), "faces_restored": restored,
                "persons_recreated": len(recreated), "persons_deleted": len(deleted),
                "churn": round(restored / total, 4) if total else 0.0}
-    store.update_cluster_run(own, {"status": "done", "finished_at": storage.now(),
-                                   "summary": summary})
+    # The run undone names its rollback first: a rollback marked done is then always named.
     if undone:
         store.update_cluster_run(undone, {"rolled_back_by": own})
+    store.update_cluster_run(own, {"status": "done", "finished_at": storage.now(),
+                                   "summary": summary})
     return {"run_number": own, "rolled_back_run": undone, **summary}
 
 
@@ -388,5 +389,7 @@ def repair_rollback(store: Store, own: int) -> None:
     run = store.find_cluster_run(own)
     if run is None:
         store.delete_run_records(own)
-    elif run["status"] == "running":
+        return
+    undone = store.find_cluster_run(int(run.get("rollback_of") or 0)) or {}
+    if run["status"] == "running" or undone.get("rolled_back_by") != own:
         finish_rollback(store, own)

@@ -69,7 +69,26 @@ def check_invariants(store: Store) -> None:
     for record in db.not_same.find({}):
         assert record["a"] in persons and record["b"] in persons, (
             f"not-same names a missing person: {record['a']}, {record['b']}")
+    _check_runs(store)
     blob_ids = {b["_id"] for b in db.image_blobs.find({}, {"_id": 1})}
     assert blob_ids == set(images), "image blobs and images differ"
     crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}
     assert crop_ids == {f["_id"] for f in faces}, "face crops and faces differ"
+
+
+def _check_runs(store: Store) -> None:
+    """Re-clustering runs (issue 16): none left running (repair marks a killed one
+    interrupted), a run's records belong to a run, and a rollback names a run it undid."""
+    db = store.db
+    runs = {r["number"]: r for r in db.cluster_runs.find({})}
+    for number, run in runs.items():
+        assert run["status"] in ("done", "interrupted"), f"run {number} left {run['status']}"
+        if run["kind"] == "rollback":
+            undone = runs.get(run["rollback_of"])
+            assert undone is not None, f"rollback {number} of missing run {run['rollback_of']}"
+            if run["status"] == "done":
+                assert undone.get("rolled_back_by") == number, (
+                    f"run {undone['number']} does not name its rollback {number}")
+    for name in ("cluster_run_moves", "cluster_run_persons"):
+        for doc in db[name].find({}, {"run": 1}):
+            assert doc["run"] in runs, f"{name} {doc['_id']} of missing run {doc['run']}"

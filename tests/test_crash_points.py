@@ -30,6 +30,7 @@ from services import photos as images_api
 from services import profiles
 from services import recognition
 from services import repair
+from services import runs
 from services import upload
 from services.context import Gallery
 from services.storage import COLLECTIONS
@@ -205,6 +206,21 @@ def _delete_face(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analys
     return face_edits.delete_face(gallery.store, face_of(seed, "group", "hopper"))
 
 
+# Re-clustering runs (issue 16): a run to roll back, made by the same re-clustering as above.
+
+#: DBSCAN_EPS's default, which the settings above hold (a preparation gets no settings).
+EPS = 0.61
+
+
+def _split_hopper_and_recluster(store: Store, seed: Seed) -> None:
+    _split_hopper(store, seed)
+    recognition.recluster_store(store, eps=EPS, min_samples=1, preserve_manual=False)
+
+
+def _rollback(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analysis]) -> t.Any:
+    return runs.rollback(gallery.store, gallery.store.latest_cluster_run()["number"])
+
+
 #: Photos whose faces the operation itself changes: one face more or less is not a loss.
 EDITED = {"add_face": ("hopper",), "delete_face": ("group",)}
 
@@ -228,6 +244,7 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], t.Callable[[Store, Seed], None] | N
     "update_person": (FULL, None, _update_person, ()),
     "add_face": (FULL, None, _add_face, ()),
     "delete_face": (FULL, None, _delete_face, ()),
+    "rollback": (FULL, _split_hopper_and_recluster, _rollback, ()),
 }
 
 
@@ -331,6 +348,54 @@ def clone(seeded: Store, seeded_at: Path, path: Path) -> Store:
                 store.db[collection].insert_many(docs)
     store.ensure_indexes()
     return store
+
+
+def assignment(store: Store) -> Doc:
+    """Each face's person and manual flag; each person's name and counts."""
+    faces = {f["_id"]: (f["person_id"], bool(f.get("is_manual_assignment")))
+             for f in store.iter_faces({}, {"person_id": 1, "is_manual_assignment": 1})}
+    persons = {p["_id"]: (p["name"], p["face_count"], p["image_count"],
+                          p.get("manual_face_count", 0)) for p in store.iter_persons()}
+    return {"faces": faces, "persons": persons}
+
+
+@pytest.mark.parametrize("backend", ["mongomock", "embedded"])
+def test_a_killed_rollback_ends_in_the_assignment_before_the_run(backend, settings, analysed,
+                                                                  tmp_path):
+    """Killed after any write, then repaired: the rollback is finished by repair, or (killed
+    before its record was whole) re-issued and finished; either way every face and person
+    is exactly as before the run."""
+    seeded = make_store(backend, tmp_path / "seed")
+    done = seed(seeded, settings, analysed, FULL)
+    _split_hopper(seeded, done)
+    before = assignment(seeded)
+    number = recognition.recluster_store(seeded, eps=EPS, min_samples=1,
+                                         preserve_manual=False)["run_number"]
+    assert assignment(seeded) != before
+
+    store = clone(seeded, tmp_path / "seed", tmp_path / "count")
+    writes = crash_at(store, None, lambda: runs.rollback(store, number))
+    assert assignment(store) == before
+    store.close()
+    for after in range(1, writes + 1):
+        store = clone(seeded, tmp_path / "seed", tmp_path / f"n{after}")
+        crash_at(store, after, lambda: runs.rollback(store, number))  # noqa: B023 - run now
+        repair.run(store, stale_after_seconds=0)
+        reissued = store.find_cluster_run(number)["rolled_back_by"] is None
+        if reissued and store.lock_holder("recluster") is not None:
+            # Killed between taking the lock and journalling: nothing names the lock, which
+            # is free once its ttl passes (as a re-clustering killed there leaves it).
+            store.db.locks.delete_many({})
+        if reissued:
+            runs.rollback(store, number)
+        try:
+            assert assignment(store) == before
+            check_invariants(store)
+        except AssertionError as err:
+            raise AssertionError(f"killed after write {after} of {writes} (re-issued: "
+                                 f"{reissued}): {err}") from err
+        store.close()
+    seeded.close()
 
 
 # -- a real kill ----------------------------------------------------------------------------
