@@ -74,6 +74,16 @@ class Flag(fields.Boolean):
         return value
 
 
+class WholeNumber(fields.Integer):
+    """A JSON integer: 216 and 216.0 (JSON Schema's integers), never 1.5, which a plain
+    Integer field would truncate to 1."""
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class QueryDate(fields.String):
     """An ISO-8601 date or datetime, as naive UTC; a bare date in ``date_to`` means its end."""
 
@@ -349,8 +359,8 @@ class ReclusterBody(_Body):
     preserve_manual = Flag()
     run_async = Flag(data_key="async")
     dry_run = Flag()
-    moves_limit = fields.Integer(validate=validators.Range(1, MAX_MOVES_LIMIT))
-    moves_offset = fields.Integer(validate=validators.Range(0, 10**9))
+    moves_limit = WholeNumber(validate=validators.Range(1, MAX_MOVES_LIMIT))
+    moves_offset = WholeNumber(validate=validators.Range(0, 10**9))
 
 
 class JobListQuery(PageQuery):
