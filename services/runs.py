@@ -123,14 +123,22 @@ def begin_run(store: Store, number: int, *, params: Doc, by: str, faces: list[Do
     store.insert_run_moves(number, moves)
     kept = set(targets)
     doomed = sorted({m["from_person_id"] for m in moves} - kept)
+    heirs: dict[str, Counter[str]] = defaultdict(Counter)
+    for move in moves:
+        heirs[move["from_person_id"]][move["to_person_id"]] += 1
     snapshots = []
     for person_id in doomed:
         person = persons.get(person_id)
         if person is not None:
-            # Its corrections go with it (delete_person): kept so a rollback gives them back.
+            # Its corrections go with it (delete_person), and to its heir (the person taking
+            # most of its faces, as the run decides): kept, with what the heir held before,
+            # so a rollback gives them back and takes the heir's copies away.
+            heir = heirs[person_id].most_common(1)[0][0]
             snapshots.append({**person,
                               "rejections": store.rejections_from_person(person_id),
-                              "not_same": store.not_same_of(person_id)})
+                              "not_same": store.not_same_of(person_id), "heir": heir,
+                              "heir_rejections": store.rejections_from_person(heir),
+                              "heir_not_same": store.not_same_of(heir)})
     store.insert_run_persons(number, snapshots)
     _, summary = diff(faces, targets, persons, created)
     moment = storage.now()
@@ -353,8 +361,11 @@ def finish_rollback(store: Store, own: int) -> Doc:
             store.set_face_person(move["face_id"], move["to_person_id"],
                                   manual=bool(move.get("to_manual")), via=_ROLLBACK_VIA, run=own)
         restored += 1
-    for person_id in recreated:
-        _give_back_corrections(store, snapshots[person_id])
+    # Every snapshotted person, not only those recreated now: a repeat after a kill finds
+    # them recreated already, and giving a record twice is one record.
+    for person_id in sorted({m["to_person_id"] for m in moves} & set(snapshots)):
+        if store.find_person(person_id) is not None:
+            _give_back_corrections(store, snapshots[person_id])
     touched = {m["to_person_id"] for m in moves} | {m["from_person_id"] for m in moves}
     deleted = [p for p in sorted(touched) if bookkeeping.reconcile_person(store, p) == "deleted"]
     store.new_epoch()  # every worker reloads its embedding index once
@@ -372,15 +383,23 @@ def finish_rollback(store: Store, own: int) -> Doc:
 
 def _give_back_corrections(store: Store, snapshot: Doc) -> None:
     """A recreated person's records of "not this face" and "not the same people", where
-    they can still apply."""
-    person_id = snapshot["_id"]
-    faces = store.faces_with_ids(list(snapshot.get("rejections", [])))
-    for face in faces:
+    they can still apply; the copies the run passed on to its heir go (those the heir held
+    before the run stay)."""
+    person_id, heir = snapshot["_id"], snapshot.get("heir", "")
+    rejected = list(snapshot.get("rejections", []))
+    for face in store.faces_with_ids(rejected):
         if face["person_id"] != person_id:
             store.add_rejection(face["_id"], person_id)
     for other in snapshot.get("not_same", []):
         if store.find_person(other) is not None:
             store.add_not_same(person_id, other)
+    if not heir:
+        return
+    for face_id in set(rejected) - set(snapshot.get("heir_rejections", [])):
+        store.remove_rejection(face_id, heir)
+    for other in set(snapshot.get("not_same", [])) - set(snapshot.get("heir_not_same", [])):
+        if other != heir:
+            store.remove_not_same(heir, other)
 
 
 def repair_rollback(store: Store, own: int) -> None:

@@ -240,3 +240,33 @@ def test_the_api_key_is_recorded_by_fingerprint(store):
         client.post("/cluster/", headers={"X-API-Key": key})
         [run] = client.get("/cluster/runs", headers={"X-API-Key": key}).json["data"]["runs"]
     assert run["by"].startswith("key:") and len(run["by"]) == 12 and key not in run["by"]
+
+
+def test_a_face_of_the_same_photo_in_the_old_person_is_a_conflict(client, store,
+                                                                   split_gallery):
+    done = client.post("/cluster/", json={"preserve_manual": False}).json["data"]
+    grace = split_gallery["grace"]
+    image_id = store.get_face(grace)["image_id"]
+    # Drawn by hand into Eileen after the run: Grace's photo now has a face in Eileen.
+    drawn = client.post(f"/images/{image_id}/faces", json={
+        "top": 10, "left": 10, "bottom": 60, "right": 60, "person_id": split_gallery["eileen"]})
+    assert drawn.status_code == 201, drawn.json
+    refused = client.post(f"/cluster/runs/{done['run_number']}/rollback")
+    assert_error(refused, 409, "ConflictError")
+    assert refused.json["details"]["conflicts"] == [
+        {"face_id": grace, "reason": "same_photo", "person_id": split_gallery["eileen"]}]
+    forced = client.post(f"/cluster/runs/{done['run_number']}/rollback?force=true").json["data"]
+    assert forced["faces_restored"] == 1 and forced["skipped"][0]["face_id"] == grace
+
+
+def test_the_command_records_its_run_and_previews_with_dry_run(app, client, store,
+                                                               split_gallery):
+    before = dump(store)
+    preview = app.test_cli_runner().invoke(args=["gallery", "recluster", "--dry-run",
+                                                 "--no-preserve-manual"])
+    assert preview.exit_code == 0, preview.output
+    assert '"dry_run": true' in preview.output and dump(store) == before
+    done = app.test_cli_runner().invoke(args=["gallery", "recluster", "--no-preserve-manual"])
+    assert done.exit_code == 0, done.output
+    [run] = client.get("/cluster/runs").json["data"]["runs"]
+    assert run["by"] == "cli" and run["params"]["preserve_manual"] is False

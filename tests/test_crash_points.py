@@ -217,6 +217,12 @@ def _split_hopper_and_recluster(store: Store, seed: Seed) -> None:
     recognition.recluster_store(store, eps=EPS, min_samples=1, preserve_manual=False)
 
 
+def _split_hopper_with_records_and_recluster(store: Store, seed: Seed) -> None:
+    # The run deletes a person with records, passing them on; the rollback gives them back.
+    _split_hopper_with_records(store, seed)
+    recognition.recluster_store(store, eps=EPS, min_samples=1, preserve_manual=False)
+
+
 def _rollback(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analysis]) -> t.Any:
     return runs.rollback(gallery.store, gallery.store.latest_cluster_run()["number"])
 
@@ -245,6 +251,8 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], t.Callable[[Store, Seed], None] | N
     "add_face": (FULL, None, _add_face, ()),
     "delete_face": (FULL, None, _delete_face, ()),
     "rollback": (FULL, _split_hopper_and_recluster, _rollback, ()),
+    "rollback_giving_records_back": (FULL, _split_hopper_with_records_and_recluster, _rollback,
+                                     ()),
 }
 
 
@@ -351,23 +359,25 @@ def clone(seeded: Store, seeded_at: Path, path: Path) -> Store:
 
 
 def assignment(store: Store) -> Doc:
-    """Each face's person and manual flag; each person's name and counts."""
+    """Each face's person and manual flag; each person's name and counts; the records."""
     faces = {f["_id"]: (f["person_id"], bool(f.get("is_manual_assignment")))
              for f in store.iter_faces({}, {"person_id": 1, "is_manual_assignment": 1})}
     persons = {p["_id"]: (p["name"], p["face_count"], p["image_count"],
                           p.get("manual_face_count", 0)) for p in store.iter_persons()}
-    return {"faces": faces, "persons": persons}
+    return {"faces": faces, "persons": persons, "rejections": sorted(store.all_rejections()),
+            "not_same": sorted(store.all_not_same())}
 
 
 @pytest.mark.parametrize("backend", ["mongomock", "embedded"])
-def test_a_killed_rollback_ends_in_the_assignment_before_the_run(backend, settings, analysed,
-                                                                  tmp_path):
+@pytest.mark.parametrize("prepare", [_split_hopper, _split_hopper_with_records])
+def test_a_killed_rollback_ends_in_the_assignment_before_the_run(backend, prepare, settings,
+                                                                  analysed, tmp_path):
     """Killed after any write, then repaired: the rollback is finished by repair, or (killed
-    before its record was whole) re-issued and finished; either way every face and person
-    is exactly as before the run."""
+    before its record was whole) re-issued and finished; either way every face, person and
+    record is exactly as before the run."""
     seeded = make_store(backend, tmp_path / "seed")
     done = seed(seeded, settings, analysed, FULL)
-    _split_hopper(seeded, done)
+    prepare(seeded, done)
     before = assignment(seeded)
     number = recognition.recluster_store(seeded, eps=EPS, min_samples=1,
                                          preserve_manual=False)["run_number"]
