@@ -22,7 +22,7 @@ from services import runs
 
 bp = APIBlueprint("cluster", __name__, tag="Re-clustering")
 
-CONFLICT = {409: "a re-clustering is already running"}
+CONFLICT = {409: "a re-clustering or a rollback is already running"}
 
 
 @bp.post("/")

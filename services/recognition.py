@@ -156,7 +156,8 @@ def recluster_store(store: Store, *, eps: float, min_samples: int,
     """
     holder = f"{os.getpid()}:{storage.new_id()}"
     if not store.acquire_lock(RECLUSTER_LOCK, holder, RECLUSTER_LOCK_TTL):
-        raise ConflictError("A re-clustering is already running; try again when it ends")
+        raise ConflictError("A re-clustering or rollback is already running; try again when "
+                            "it ends")
     try:
         # Numbered before the journal names it: a kill in between only skips a number.
         number = store.next_seq(runs.RUN_COUNTER)
