@@ -990,17 +990,23 @@ class Store:
         self.db.cluster_run_moves.delete_many({"run": int(number)})
         self.db.cluster_run_persons.delete_many({"run": int(number)})
 
-    def faces_for_rollback(self, face_ids: list[str], *, batch: int = 1000) -> dict[str, Doc]:
+    def faces_for_rollback(self, face_ids: list[str], *, one_by_one: int = 100
+                           ) -> dict[str, Doc]:
         """``person_id``, ``image_id``, provenance and ``updated_at`` of those of ``face_ids``
-        that exist, by id."""
+        that exist, by id.
+
+        A few are read by ``_id`` one at a time; more in one pass over every face's small
+        fields: ``$in`` on ``_id`` makes the embedded store scan the whole collection for
+        each query (31 s for 321 faces of 10k in two queries, against ~1 s for one pass)."""
         fields = {"person_id": 1, "image_id": 1, "is_manual_assignment": 1,
                   "assigned_via": 1, "assigned_run": 1, "updated_at": 1}
-        found: dict[str, Doc] = {}
-        for start in range(0, len(face_ids), batch):
-            chunk = list(face_ids[start:start + batch])
-            found.update((f["_id"], f) for f in self.db.faces.find({"_id": {"$in": chunk}},
-                                                                  _fields(fields)))
-        return found
+        if len(face_ids) <= one_by_one:
+            found = (self.db.faces.find_one({"_id": face_id}, _fields(fields))
+                     for face_id in face_ids)
+            return {f["_id"]: f for f in found if f is not None}
+        wanted = set(face_ids)
+        return {f["_id"]: f for f in self.db.faces.find({}, _fields(fields))
+                if f["_id"] in wanted}
 
     # -- statistics and reset -----------------------------------------------------------
 

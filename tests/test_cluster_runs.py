@@ -145,6 +145,10 @@ def test_rollback_restores_the_exact_previous_assignment(client, store, split_ga
     face = store.get_face(split_gallery["lookalike"])
     assert (face["assigned_via"], face["assigned_run"]) == ("rollback", data["run_number"])
     check_invariants(store)
+    # Faces are read one by one when few, in one pass when many: the same answer.
+    ids = [split_gallery["lookalike"], split_gallery["grace"], "5f0c0c0c0c0c0c0c0c0c0c0c"]
+    assert store.faces_for_rollback(ids, one_by_one=0) == store.faces_for_rollback(ids)
+    assert set(store.faces_for_rollback(ids)) == set(ids[:2])
 
     # Recorded: the rollback is a run of its own, and the run names it.
     listed = client.get("/cluster/runs").json["data"]["runs"]
