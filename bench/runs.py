@@ -28,6 +28,7 @@ import config
 from bench import synthetic
 from services import clustering
 from services import recognition
+from services import rollback
 from services import runs
 from services import storage
 from services.context import Gallery
@@ -73,7 +74,7 @@ def main() -> None:
         runs.begin_run = begin  # type: ignore[assignment]
 
         started = time.perf_counter()
-        rolled = runs.rollback(store, done["run_number"])
+        rolled = rollback.undo_run(store, done["run_number"])
         rollback_s = time.perf_counter() - started
         exact = assignment(store) == before
 

@@ -18,6 +18,7 @@ from routes.common import ok
 from routes.schemas import envelope
 from services import jobs
 from services import recognition
+from services import rollback
 from services import runs
 
 bp = APIBlueprint("cluster", __name__, tag="Re-clustering")
@@ -114,5 +115,5 @@ def rollback_run(number: int, query: dict[str, t.Any]):
 
     Recorded as a run of kind `rollback`. A run is rolled back once (again: 409).
     """
-    result = runs.rollback(gallery().store, number, force=query["force"], by=access.caller())
+    result = rollback.undo_run(gallery().store, number, force=query["force"], by=access.caller())
     return ok(result, f"Run {number} rolled back")

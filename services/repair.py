@@ -22,6 +22,7 @@ import typing as t
 from services import bookkeeping
 from services import face_edits
 from services import processes
+from services import rollback
 from services import runs
 from services import storage
 from services.storage import Store
@@ -211,7 +212,7 @@ def _finish(store: Store, intent: Doc) -> None:
     op = intent["op"]
     if op in {"recluster", "rollback"}:
         if op == "rollback":
-            runs.repair_rollback(store, int(intent.get("run", 0)))  # finished, or unstarted
+            rollback.repair(store, int(intent.get("run", 0)))  # finished, or unstarted
         # Its moves are not logged one by one: every worker reloads (a new epoch).
         _reconcile_everyone(store)
         if op == "recluster" and intent.get("run"):

@@ -30,7 +30,7 @@ from services import photos as images_api
 from services import profiles
 from services import recognition
 from services import repair
-from services import runs
+from services import rollback
 from services import upload
 from services.context import Gallery
 from services.storage import COLLECTIONS
@@ -224,7 +224,7 @@ def _split_hopper_with_records_and_recluster(store: Store, seed: Seed) -> None:
 
 
 def _rollback(gallery: Gallery, seed: Seed, analysed: dict[str, ingest.Analysis]) -> t.Any:
-    return runs.rollback(gallery.store, gallery.store.latest_cluster_run()["number"])
+    return rollback.undo_run(gallery.store, gallery.store.latest_cluster_run()["number"])
 
 
 #: Photos whose faces the operation itself changes: one face more or less is not a loss.
@@ -384,12 +384,12 @@ def test_a_killed_rollback_ends_in_the_assignment_before_the_run(backend, prepar
     assert assignment(seeded) != before
 
     store = clone(seeded, tmp_path / "seed", tmp_path / "count")
-    writes = crash_at(store, None, lambda: runs.rollback(store, number))
+    writes = crash_at(store, None, lambda: rollback.undo_run(store, number))
     assert assignment(store) == before
     store.close()
     for after in range(1, writes + 1):
         store = clone(seeded, tmp_path / "seed", tmp_path / f"n{after}")
-        crash_at(store, after, lambda: runs.rollback(store, number))  # noqa: B023 - run now
+        crash_at(store, after, lambda: rollback.undo_run(store, number))  # noqa: B023 - run now
         repair.run(store, stale_after_seconds=0)
         reissued = store.find_cluster_run(number)["rolled_back_by"] is None
         if reissued and store.lock_holder("recluster") is not None:
@@ -397,7 +397,7 @@ def test_a_killed_rollback_ends_in_the_assignment_before_the_run(backend, prepar
             # is free once its ttl passes (as a re-clustering killed there leaves it).
             store.db.locks.delete_many({})
         if reissued:
-            runs.rollback(store, number)
+            rollback.undo_run(store, number)
         try:
             assert assignment(store) == before
             check_invariants(store)
