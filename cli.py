@@ -112,16 +112,18 @@ def stats_command() -> None:
 @click.option("--min-samples", type=click.IntRange(1, 1000), default=None,
               help="Smaller groups without a fixed face are noise (default DBSCAN_MIN_SAMPLES).")
 @click.option("--no-preserve-manual", is_flag=True, help="Let hand-placed faces move too.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 def recluster_command(eps: float | None, min_samples: int | None,
-                      no_preserve_manual: bool) -> None:
-    """Re-group every face; names, ids and hand corrections are kept."""
+                      no_preserve_manual: bool, dry_run: bool) -> None:
+    """Re-group every face; names, ids and hand corrections are kept. The run is recorded
+    (`by: cli`) and can be rolled back (`POST /cluster/runs/{number}/rollback`)."""
     handles = _handles()
     settings = handles.settings
     try:
         result = recognition.recluster(
             handles, eps=settings["DBSCAN_EPS"] if eps is None else eps,
             min_samples=settings["DBSCAN_MIN_SAMPLES"] if min_samples is None else min_samples,
-            preserve_manual=not no_preserve_manual)
+            preserve_manual=not no_preserve_manual, by="cli", dry_run=dry_run)
     except GalleryError as err:
         raise click.ClickException(err.message) from err
     _echo_json(result)

@@ -33,7 +33,7 @@ PUBLIC_PREFIXES = ("/docs/",)
 #: Endpoints that cost seconds of CPU a request: they get RATELIMIT_HEAVY.
 HEAVY_ENDPOINTS = frozenset({
     "images.upload_image", "images.upload_images", "images.search_by_image",
-    "cluster.recluster_get", "cluster.recluster_post",
+    "cluster.recluster_get", "cluster.recluster_post", "cluster.rollback_run",
 })
 RESET_ENDPOINT = "stats.reset_gallery"
 HEALTH_ENDPOINT = "stats.health"
@@ -87,6 +87,16 @@ def presented_key() -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
+
+
+def caller() -> str:
+    """Who makes this request, for records: ``key:`` and the first 8 hex digits of the
+    key's SHA-256 (keys have no names, and the key itself is never stored), or
+    ``anonymous`` when the server asks for no key."""
+    key = presented_key()
+    if key is None or not current_app.extensions[_KEYS]:
+        return "anonymous"
+    return "key:" + _digest(key).hex()[:8]
 
 
 def is_public(path: str) -> bool:

@@ -32,6 +32,8 @@ MAX_LIMIT = 500
 #: services.people.ASSIGNED_VIA, spelled here: schemas import no service but text.
 ASSIGNED_VIA = ("upload", "move", "merge", "confirm", "drawn", "import", "recluster",
                 "rollback")
+#: Moved faces a run's or a dry run's answer lists at most per page.
+MAX_MOVES_LIMIT = 1000
 #: The change schemas, documented with ``minProperties: 1`` (routes.contract).
 UPDATES = ("ImageUpdate", "AlbumUpdate", "SectionUpdate", "PersonUpdate")
 JOB_STATUSES = ("receiving", "queued", "running", "done", "failed", "cancelled")
@@ -73,6 +75,16 @@ class Flag(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
         return value
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer: 216 and 216.0 (JSON Schema's integers), never 1.5, which a plain
+    Integer field would truncate to 1."""
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class QueryDate(fields.String):
@@ -341,6 +353,12 @@ class ReclusterQuery(_Query):
 class ReclusterPostQuery(ReclusterQuery):
     run_async = fields.Boolean(data_key="async", metadata={
         "description": "answer 202 at once with a re-clustering job"})
+    dry_run = fields.Boolean(metadata={
+        "description": "compute the new grouping and answer its diff; write nothing"})
+    moves_limit = fields.Integer(validate=validators.Range(1, MAX_MOVES_LIMIT), metadata={
+        "description": f"dry run: moved faces per page, 1-{MAX_MOVES_LIMIT} (default 100)"})
+    moves_offset = fields.Integer(validate=validators.Range(0, 10**9), metadata={
+        "description": "dry run: moved faces to skip (default 0)"})
 
 
 class ReclusterBody(_Body):
@@ -349,6 +367,9 @@ class ReclusterBody(_Body):
     min_samples = fields.Integer(validate=validators.Range(1, 1000))
     preserve_manual = Flag()
     run_async = Flag(data_key="async")
+    dry_run = Flag()
+    moves_limit = WholeNumber(validate=validators.Range(1, MAX_MOVES_LIMIT))
+    moves_offset = WholeNumber(validate=validators.Range(0, 10**9))
 
 
 class JobListQuery(PageQuery):
@@ -687,6 +708,16 @@ class Reclustered(_Out):
     tolerance = fields.Float(required=True)
     min_samples = fields.Integer()
     processing_time = fields.Float()
+    run_number = fields.Integer(metadata={
+        "description": "the run recorded (GET /cluster/runs/{number}); not in a dry run"})
+    churn = fields.Float(metadata={"description": "share of faces whose person changed, 0-1"})
+    dry_run = fields.Boolean(metadata={"description": "true: nothing was written"})
+    diff = fields.Nested(lambda: RunDiff(), metadata={"description": "dry run: what would change"})
+    moves = fields.List(fields.Nested(lambda: RunMove()), metadata={
+        "description": "dry run: one page of the faces that would move"})
+    moves_total = fields.Integer()
+    moves_limit = fields.Integer()
+    moves_offset = fields.Integer()
 
 
 class Job(_Out):
@@ -1138,3 +1169,101 @@ class ImportReport(_Out):
     albums = fields.Dict(required=True)
     sections = fields.Dict(required=True)
     pending_imports = fields.Dict(required=True)
+# -- re-clustering runs and their rollback (issue 16) ----------------------------------------
+
+class RunListQuery(PageQuery):
+    pass
+
+
+class RunQuery(_Query):
+    moves_limit = fields.Integer(load_default=100, validate=validators.Range(1, MAX_MOVES_LIMIT),
+                                 metadata={"description": f"moved faces per page, "
+                                                          f"1-{MAX_MOVES_LIMIT}"})
+    moves_offset = _offset()
+
+
+class RollbackQuery(_Query):
+    force = fields.Boolean(load_default=False, metadata={
+        "description": "leave faces changed since the run where they are and restore the "
+                       "rest (default: 409 naming them)"})
+
+
+class RunMove(_Out):
+    face_id = fields.String(required=True)
+    from_person_id = fields.String(required=True)
+    to_person_id = fields.String(required=True, metadata={
+        "description": "in a dry run, `new:N` for a person the run would create"})
+
+
+class RunPerson(_Out):
+    person_id = fields.String(required=True)
+    name = fields.String(allow_none=True)
+
+
+class SplitPerson(RunPerson):
+    into = fields.List(fields.String(), required=True)
+
+
+class MergedPerson(RunPerson):
+    from_person_ids = fields.List(fields.String(), required=True)
+
+
+class CreatedPerson(_Out):
+    person_id = fields.String(required=True)
+    face_count = fields.Integer()
+
+
+class AffectedPerson(RunPerson):
+    faces_lost = fields.Integer()
+    faces_gained = fields.Integer()
+    deleted = fields.Boolean()
+
+
+class RunDiff(_Out):
+    persons_created = fields.List(fields.Nested(CreatedPerson))
+    persons_merged = fields.List(fields.Nested(MergedPerson))
+    persons_split = fields.List(fields.Nested(SplitPerson))
+    persons_deleted = fields.List(fields.Nested(RunPerson))
+    named_persons_affected = fields.List(fields.Nested(AffectedPerson))
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "the lists' full lengths (each list stops at 1000) and faces_moved"})
+
+
+class Run(_Out):
+    number = fields.Integer(required=True)
+    kind = fields.String(required=True, validate=validators.OneOf(["recluster", "rollback"]))
+    status = fields.String(required=True, validate=validators.OneOf(
+        ["running", "done", "interrupted"]))
+    params = fields.Dict()
+    by = fields.String(metadata={"description": "`key:<fingerprint>`, `anonymous`, `cli`"})
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    summary = fields.Dict(metadata={"description": "the run's result, `churn` and `diff`"})
+    rolled_back_by = fields.Integer(allow_none=True)
+    rollback_of = fields.Integer(allow_none=True)
+
+
+class RunPage(_Out):
+    runs = fields.List(fields.Nested(Run), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer()
+    offset = fields.Integer()
+
+
+class RunDetail(Run):
+    moves = fields.List(fields.Nested(RunMove), required=True)
+    moves_total = fields.Integer(required=True)
+    moves_limit = fields.Integer()
+    moves_offset = fields.Integer()
+
+
+class RolledBack(_Out):
+    run_number = fields.Integer(required=True, metadata={"description": "the rollback's run"})
+    rolled_back_run = fields.Integer(required=True)
+    faces_restored = fields.Integer(required=True)
+    faces_skipped = fields.Integer(metadata={"description": "changed since; left (force)"})
+    skipped = fields.List(fields.Dict(), metadata={
+        "description": "`{face_id, reason, person_id}` of the first 50 faces left"})
+    persons_recreated = fields.Integer()
+    persons_deleted = fields.Integer()
+    churn = fields.Float()

@@ -97,10 +97,14 @@ def submit_upload(gallery: Gallery, files: Iterable[tuple[str, Loader]], *,
 
 
 def submit_recluster(gallery: Gallery, *, eps: float, min_samples: int,
-                     preserve_manual: bool) -> Doc:
-    """Queue a re-clustering; returns the job."""
-    job = _new_job("recluster", total=1, files=[], params={
-        "tolerance": eps, "min_samples": min_samples, "preserve_manual": preserve_manual})
+                     preserve_manual: bool, by: str = "", dry_run: bool = False,
+                     moves_limit: int = 100, moves_offset: int = 0) -> Doc:
+    """Queue a re-clustering (or its dry run, whose result is the diff); returns the job."""
+    params: Doc = {"tolerance": eps, "min_samples": min_samples,
+                   "preserve_manual": preserve_manual, "by": by or "job"}
+    if dry_run:
+        params.update(dry_run=True, moves_limit=moves_limit, moves_offset=moves_offset)
+    job = _new_job("recluster", total=1, files=[], params=params)
     gallery.store.insert_job(job)
     return _queue(gallery, job["_id"])
 
@@ -339,7 +343,11 @@ def _run_recluster(gallery: Gallery, job: Doc, run_id: str) -> str:
     # Jobs queued before the threshold was renamed say "eps".
     result = recognition.recluster(gallery, eps=params.get("tolerance", params.get("eps")),
                                    min_samples=params["min_samples"],
-                                   preserve_manual=params["preserve_manual"])
+                                   preserve_manual=params["preserve_manual"],
+                                   by=params.get("by", "job"),
+                                   dry_run=params.get("dry_run", False),
+                                   moves_limit=params.get("moves_limit", 100),
+                                   moves_offset=params.get("moves_offset", 0))
     return _end(gallery.store, job["_id"], run_id, "done", result=result)
 
 

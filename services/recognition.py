@@ -6,6 +6,7 @@ re-clustering, one projection query), never from the image blobs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from services import clustering
 from services import corrections
 from services import imaging
 from services import people
+from services import runs
 from services import storage
 from services.context import Gallery
 from services.storage import Store
@@ -123,33 +125,100 @@ _CLUSTER_FIELDS = {"embedding": 1, "person_id": 1, "image_id": 1, "is_manual_ass
 
 
 def recluster(gallery: Gallery, *, eps: float, min_samples: int,
-              preserve_manual: bool = True) -> Doc:
+              preserve_manual: bool = True, by: str = "", dry_run: bool = False,
+              moves_limit: int = 100, moves_offset: int = 0) -> Doc:
     """Re-group every face; manual faces stay put and persons keep their ids and names.
 
-    :raise ConflictError: another re-clustering is running (409).
+    A real run is recorded as a numbered run (:mod:`services.runs`) that can be rolled back;
+    ``by`` says who asked. ``dry_run`` computes the same grouping and answers its diff (the
+    moves paged by ``moves_limit``/``moves_offset``) without writing anything at all.
+
+    :raise ConflictError: another re-clustering (or a rollback) is running (409).
     """
-    store = gallery.store
-    holder = f"{os.getpid()}:{storage.new_id()}"
-    if not store.acquire_lock(RECLUSTER_LOCK, holder, RECLUSTER_LOCK_TTL):
-        raise ConflictError("A re-clustering is already running; try again when it ends")
-    try:
-        # It may touch every person: repair of a killed one recounts them all, and releases
-        # the lock when its process is gone.
-        with bookkeeping.journal(store, "recluster", lock=[RECLUSTER_LOCK, holder]):
-            result = _recluster_locked(store, eps=eps, min_samples=min_samples,
-                                       preserve_manual=preserve_manual)
-    finally:
-        store.release_lock(RECLUSTER_LOCK, holder)
+    if dry_run:
+        # No lock either: a preview changes nothing, so it never makes a correction wait.
+        plan = plan_recluster(gallery.store, eps=eps, min_samples=min_samples,
+                              preserve_manual=preserve_manual)
+        return runs.dry_run_result(plan.faces, plan.targets, plan.persons, plan.created,
+                                   _plan_result(plan), moves_limit=moves_limit,
+                                   moves_offset=moves_offset)
+    result = recluster_store(gallery.store, eps=eps, min_samples=min_samples,
+                             preserve_manual=preserve_manual, by=by)
     gallery.sync_index()  # reload this worker's index now, not on the next request
     return result
 
 
-def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_manual: bool
-                      ) -> Doc:
+def recluster_store(store: Store, *, eps: float, min_samples: int,
+                    preserve_manual: bool = True, by: str = "") -> Doc:
+    """Re-cluster and record the run, under the re-clustering lock; returns the summary
+    (with ``run_number`` and ``churn``).
+
+    :raise ConflictError: another re-clustering (or a rollback) is running (409).
+    """
+    holder = f"{os.getpid()}:{storage.new_id()}"
+    if not store.acquire_lock(RECLUSTER_LOCK, holder, RECLUSTER_LOCK_TTL):
+        raise ConflictError("A re-clustering or rollback is already running; try again when "
+                            "it ends")
+    try:
+        # Numbered before the journal names it: a kill in between only skips a number.
+        number = store.next_seq(runs.RUN_COUNTER)
+        # It may touch every person: repair of a killed one recounts them all, marks its
+        # run interrupted, and releases the lock when its process is gone.
+        with bookkeeping.journal(store, "recluster", lock=[RECLUSTER_LOCK, holder], run=number):
+            plan = plan_recluster(store, eps=eps, min_samples=min_samples,
+                                  preserve_manual=preserve_manual)
+            params = {"tolerance": eps, "min_samples": min_samples,
+                      "preserve_manual": preserve_manual}
+            runs.begin_run(store, number, params=params, by=by, faces=plan.faces,
+                           targets=plan.targets, persons=plan.persons, created=plan.created)
+            result = _apply_plan(store, plan, number)
+            result = runs.end_run(store, number, result)
+    finally:
+        store.release_lock(RECLUSTER_LOCK, holder)
+    return result
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a re-clustering would do, computed from reads alone.
+
+    ``targets[i]`` is the person ``faces[i]`` ends in; persons in ``new_people`` are not
+    numbered yet (the counter is a write: :func:`_apply_plan` reserves their numbers).
+    """
+
+    started: float
+    faces: list[Doc]
+    eps: float
+    min_samples: int
+    targets: list[str] = dataclasses.field(default_factory=list)
+    fixed: list[str | None] = dataclasses.field(default_factory=list)
+    new_people: dict[int, Doc] = dataclasses.field(default_factory=dict)
+    absorbed: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    persons: dict[str, Doc] = dataclasses.field(default_factory=dict)
+
+    @property
+    def created(self) -> list[str]:
+        """The new persons' ids, in the order they are numbered."""
+        return [person["_id"] for person in self.new_people.values()]
+
+    @property
+    def moves(self) -> list[tuple[Doc, str]]:
+        return [(f, t) for f, t in zip(self.faces, self.targets, strict=True)
+                if f["person_id"] != t]
+
+
+def plan_recluster(store: Store, *, eps: float, min_samples: int, preserve_manual: bool
+                   ) -> Plan:
+    """Read every face, the corrections and the persons, cluster, and decide each face's
+    person; writes nothing (not even the person-number counter).
+
+    :raise ClusteringError: the clustering failed (500).
+    """
     started = time.perf_counter()
     faces = list(store.iter_faces({}, _CLUSTER_FIELDS))
+    plan = Plan(started=started, faces=faces, eps=eps, min_samples=min_samples)
     if not faces:
-        return _recluster_result(started, faces=0, eps=eps, min_samples=min_samples)
+        return plan
     embeddings = np.stack([storage.embedding_from_bytes(f["embedding"]) for f in faces])
     current = [f["person_id"] for f in faces]
     manual = [bool(f.get("is_manual_assignment")) for f in faces]
@@ -173,21 +242,55 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
                               details={"reason": str(err)}) from err
 
     labels = [int(x) for x in labels]
-    # A new person only for a cluster that receives a face; their numbers in one reservation.
+    # A new person only for a cluster that receives a face; numbered when applied.
     fresh = sorted({x for x, pinned in zip(labels, fixed, strict=True)
                     if not pinned and owners.get(x) is None})
-    last = store.next_seq("person_number", len(fresh)) if fresh else 0
-    new_people = {x: bookkeeping.new_person_doc(store, number=last - len(fresh) + 1 + k)
-                  for k, x in enumerate(fresh)}
+    new_people = {x: bookkeeping.new_person_doc(store, number=0) for x in fresh}
     targets = [pinned or owners.get(x) or new_people[x]["_id"]
                for x, pinned in zip(labels, fixed, strict=True)]
     _keep_one_face_per_photo(store, faces, targets, fixed, new_people)
+    plan.targets, plan.fixed, plan.new_people, plan.absorbed = (targets, fixed, new_people,
+                                                                absorbed)
+    plan.persons = {p["_id"]: p for p in store.iter_persons()}
+    return plan
 
-    moves = [(f, t) for f, t in zip(faces, targets, strict=True) if f["person_id"] != t]
+
+def _plan_result(plan: Plan, *, deleted: int | None = None) -> Doc:
+    """The summary a run answers; a dry run predicts ``persons_deleted`` from the plan."""
+    kept = set(plan.targets)
+    if deleted is None:
+        gone = {f["person_id"] for f, _ in plan.moves} - kept
+        deleted = len(gone)
+        merged = sum(1 for persons in plan.absorbed.values() for p in persons if p in gone)
+    else:
+        merged = 0
+    return _recluster_result(
+        plan.started, faces=len(plan.faces), persons_created=len(plan.new_people),
+        persons_merged=merged, persons_deleted=deleted, faces_moved=len(plan.moves),
+        manual_preserved=sum(1 for x in plan.fixed if x is not None),
+        persons_total=len(kept), eps=plan.eps, min_samples=plan.min_samples)
+
+
+def _apply_plan(store: Store, plan: Plan, run: int) -> Doc:
+    """Write a plan: number and insert the new persons, move the faces, settle the persons
+    they left (deleted when empty, their records passed on) and the thumbnails."""
+    started, faces, targets = plan.started, plan.faces, plan.targets
+    if not faces:
+        return _recluster_result(started, faces=0, eps=plan.eps, min_samples=plan.min_samples)
+    new_people = plan.new_people
+    if new_people:
+        # Their numbers in one reservation, in the plan's order.
+        last = store.next_seq("person_number", len(new_people))
+        for k, person in enumerate(new_people.values()):
+            number = last - len(new_people) + 1 + k
+            name = f"Person {number}"
+            person.update(number=number, name=name, name_lc=name.lower())
+
+    moves = plan.moves
     incoming: dict[str, list[Doc]] = defaultdict(list)
     for face, target in moves:
         incoming[target].append(face)
-    created = {person["_id"] for person in new_people.values()}
+    created = set(plan.created)
     for person in new_people.values():
         # Written complete: every face of a new person arrives by this re-clustering.
         own = incoming[person["_id"]]
@@ -195,12 +298,11 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
         person.update(face_count=len(own), image_count=len(own),
                       manual_face_count=0,
                       thumbnail_face_id=best["_id"], thumbnail_quality=bookkeeping.quality_of(best))
-    thumbnails = {p["_id"]: p for p in store.iter_persons(
-        {"thumbnail_face_id": 1, "thumbnail_quality": 1})}
+    thumbnails = plan.persons
     store.insert_persons(list(new_people.values()))
     log.info("re-clustering: %d groups after %.1f s; writing %d moves, %d new persons",
              len(set(targets)), time.perf_counter() - started, len(moves), len(new_people))
-    _apply_moves(store, moves, created)
+    _apply_moves(store, moves, created, run)
     store.new_epoch()  # every worker reloads its embedding index once
 
     kept = set(targets)
@@ -227,12 +329,11 @@ def _recluster_locked(store: Store, *, eps: float, min_samples: int, preserve_ma
             if bookkeeping.quality_of(best) > thumbnail.get("thumbnail_quality", -1.0):
                 store.offer_thumbnail(person_id, best["_id"], bookkeeping.quality_of(best))
     # An old person that kept no cluster was merged into the cluster holding most of it.
-    merged = sum(1 for persons in absorbed.values() for p in persons if p in deleted)
-    return _recluster_result(
-        started, faces=len(faces), persons_created=len(new_people), persons_merged=merged,
-        persons_deleted=len(deleted), faces_moved=len(moves),
-        manual_preserved=sum(1 for x in fixed if x is not None),
-        persons_total=len(set(targets)), eps=eps, min_samples=min_samples)
+    merged = sum(1 for persons in plan.absorbed.values() for p in persons if p in deleted)
+    result = _plan_result(plan, deleted=len(deleted))
+    result["persons_merged"] = merged
+    result["processing_time"] = round(time.perf_counter() - started, 3)
+    return result
 
 
 def _keep_one_face_per_photo(store: Store, faces: list[Doc], targets: list[str],
@@ -254,13 +355,14 @@ def _keep_one_face_per_photo(store: Store, faces: list[Doc], targets: list[str],
             if (home, image_id) not in owner:
                 targets[i] = home
             else:
-                person = bookkeeping.new_person_doc(store)
+                person = bookkeeping.new_person_doc(store, number=0)  # numbered when applied
                 new_people[-1 - len(new_people)] = person
                 targets[i] = person["_id"]
         owner.add((targets[i], image_id))
 
 
-def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) -> None:
+def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str], run: int
+                 ) -> None:
     """Write the new person of each moved face, then the net counter change per person.
 
     Persons in ``created`` were inserted with their final counts already.
@@ -284,12 +386,13 @@ def _apply_moves(store: Store, moves: list[tuple[Doc, str]], created: set[str]) 
         if joins_whole(source, target):
             # A whole person joins another: one indexed update instead of one per face. It
             # also takes faces uploaded since the read: count what it really moved.
-            extra = store.move_all_faces(source, target) - whole[(source, target)]
+            extra = (store.move_all_faces(source, target, via="recluster", run=run)
+                     - whole[(source, target)])
             delta[source][0] -= extra
             delta[target][0] += extra
     for face, target in moves:
         if not joins_whole(face["person_id"], target):
-            store.set_face_person(face["_id"], target, manual=False)
+            store.set_face_person(face["_id"], target, manual=False, via="recluster", run=run)
     for person_id, (faces, manual) in delta.items():
         if person_id not in created and (faces or manual):
             store.adjust_person_counts(person_id, faces, faces, manual=manual)

@@ -24,6 +24,8 @@ from services import bookkeeping
 from services import face_edits
 from services import people_import
 from services import processes
+from services import rollback
+from services import runs
 from services import storage
 from services.storage import Store
 
@@ -229,9 +231,13 @@ def _abandoned_intents(store: Store, moment: dt.datetime, stale_after_seconds: f
 
 def _finish(store: Store, intent: Doc) -> None:
     op = intent["op"]
-    if op == "recluster":
+    if op in {"recluster", "rollback"}:
+        if op == "rollback":
+            rollback.repair(store, int(intent.get("run", 0)))  # finished, or unstarted
         # Its moves are not logged one by one: every worker reloads (a new epoch).
         _reconcile_everyone(store)
+        if op == "recluster" and intent.get("run"):
+            runs.repair_run(store, int(intent["run"]))
         store.new_epoch()
         name, holder = intent.get("lock", ["", ""])
         if name and processes.claimant_is_gone(intent["owner"]):

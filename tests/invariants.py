@@ -74,6 +74,7 @@ def check_invariants(store: Store) -> None:
     shas = {i.get("sha256") for i in db.images.find({}, {"sha256": 1})}
     waiting = [d["_id"] for d in db.pending_imports.find({}, {"_id": 1}) if d["_id"] in shas]
     assert not waiting, f"imported people data still waits for photos here: {waiting}"
+    _check_runs(store)
     blob_ids = {b["_id"] for b in db.image_blobs.find({}, {"_id": 1})}
     assert blob_ids == set(images), "image blobs and images differ"
     crop_ids = {c["_id"] for c in db.face_crops.find({}, {"_id": 1})}
@@ -107,3 +108,21 @@ def _check_provenance(store: Store) -> None:
         if via in _BY_HAND:
             assert face.get("is_manual_assignment") and face.get("assigned_by") == "manual", (
                 f"face {face['_id']} assigned_via {via} but not manual")
+
+
+def _check_runs(store: Store) -> None:
+    """Re-clustering runs (issue 16): none left running (repair marks a killed one
+    interrupted), a run's records belong to a run, and a rollback names a run it undid."""
+    db = store.db
+    runs = {r["number"]: r for r in db.cluster_runs.find({})}
+    for number, run in runs.items():
+        assert run["status"] in ("done", "interrupted"), f"run {number} left {run['status']}"
+        if run["kind"] == "rollback":
+            undone = runs.get(run["rollback_of"])
+            assert undone is not None, f"rollback {number} of missing run {run['rollback_of']}"
+            if run["status"] == "done":
+                assert undone.get("rolled_back_by") == number, (
+                    f"run {undone['number']} does not name its rollback {number}")
+    for name in ("cluster_run_moves", "cluster_run_persons"):
+        for doc in db[name].find({}, {"run": 1}):
+            assert doc["run"] in runs, f"{name} {doc['_id']} of missing run {doc['run']}"

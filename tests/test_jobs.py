@@ -265,7 +265,8 @@ def test_recluster_job(jobs_app, client):
     job = job_of(client, response.json["data"]["job_id"])
     assert (job["kind"], job["status"], job["percent"], job["processed"]) == \
         ("recluster", "done", 100.0, 1)
-    assert job["params"] == {"tolerance": 0.5, "min_samples": 1, "preserve_manual": True}
+    assert job["params"] == {"tolerance": 0.5, "min_samples": 1, "preserve_manual": True,
+                             "by": "anonymous"}  # who asked: the run records it
     assert job["result"]["faces_processed"] == 2 and job["result"]["tolerance"] == 0.5
     assert_error(client.delete(f"/jobs/{job['job_id']}"), 409, "ConflictError")
     assert_error(client.get("/cluster/?async=true"), 400, "ValidationError")
