@@ -1129,8 +1129,8 @@ class Store:
         for name in COLLECTIONS:
             query = {"_id": {"$nin": list(_KEPT_COUNTERS)}} if name == "counters" else {}
             removed[name] = self.db[name].delete_many(query).deleted_count
-        for kind, backend in self._blob_backends.items():
-            removed[f"blobs_{kind}"] = backend.wipe()
+        for backend in self._blob_backends.values():
+            backend.wipe()  # the bytes the wiped blob documents named
         self.db.gallery.update_one({"_id": _GENERATION},
                                    {"$inc": {"n": 1}, "$set": {"seq_floor": floor}},
                                    upsert=True)
@@ -1351,7 +1351,7 @@ class Store:
         named = self.named_blob_keys()
         return [(kind, key) for kind, backend in self._blob_backends.items()
                 for key, written in backend.keys()
-                if written < made_before and key not in named.get(kind, set())]
+                if key not in named.get(kind, set()) and written < made_before]
 
     def delete_blob(self, kind: str, key: str) -> None:
         """Delete bytes from a store, unless a document names them there by now."""
