@@ -205,8 +205,9 @@ def repair_store(app: Flask) -> dict[str, t.Any]:
 
     Run at start-up (``python app.py``, each gunicorn worker) and by ``flask gallery repair``.
     """
-    report = repair.run(app.extensions["face_gallery"].store,
-                        blob_grace_seconds=app.config["BLOB_SWEEP_GRACE_SECONDS"])
+    # No sweep of stored bytes here: it lists every blob, and each gunicorn worker starts
+    # this. The jobs worker (one a deployment) and `flask gallery repair` sweep.
+    report = repair.run(app.extensions["face_gallery"].store, blob_grace_seconds=None)
     if any(repair.counts(report).values()) or "skipped" in report:
         log.warning("repaired half-written work: %s", report)
     return report

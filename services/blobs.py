@@ -80,7 +80,8 @@ def migrate(store: Store, target: str, *, settings: Mapping[str, t.Any] | None =
     """
     if settings is not None:
         attach(store, settings)
-    store.blob_backend(target) if target != "inline" else None  # refuse an absent store now
+    if target != "inline":
+        store.blob_backend(target)  # an absent store is refused before any work
     todo = [(collection, doc_id, parts) for collection, parts in _PARTS
             for doc_id in store.blob_document_ids(collection, not_in=target)]
     report: Doc = {"target": target, "dry_run": dry_run, "documents": len(todo), "moved": 0,

@@ -73,16 +73,16 @@ def background_pass(store: Store, *,
 def run(store: Store, *, dry_run: bool = False,
         stale_after_seconds: float = processes.FALLBACK_SECONDS, full: bool = True,
         wait_seconds: float = WAIT_FOR_REPAIR_SECONDS,
-        blob_grace_seconds: float = BLOB_GRACE_SECONDS) -> Doc:
+        blob_grace_seconds: float | None = BLOB_GRACE_SECONDS) -> Doc:
     """Finish what a killed process left half done; returns a report of ids and counts.
 
     An abandoned upload's faces, crops, blob and hash claim are removed and the persons it
     touched recounted; an abandoned delete is finished; a dead upload's lease is released.
     ``full`` also records the image numbers never written and removes face crops without a
     face (reads every id when there are some) and stored bytes no document names, written
-    over ``blob_grace_seconds`` ago (lists every blob). With ``dry_run`` the same report says what
-    would be done, and nothing is written. When another repair holds the lock for
-    ``wait_seconds``, nothing is done and the report says ``skipped``.
+    over ``blob_grace_seconds`` ago (lists every blob; None skips that). With ``dry_run``
+    the same report says what would be done, and nothing is written. When another repair
+    holds the lock for ``wait_seconds``, nothing is done and the report says ``skipped``.
     """
     if dry_run:
         return _repair(store, dry_run=True, full=full, stale_after_seconds=stale_after_seconds,
@@ -108,7 +108,7 @@ def _report(dry_run: bool) -> Doc:
 
 
 def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: float,
-            blob_grace_seconds: float) -> Doc:
+            blob_grace_seconds: float | None) -> Doc:
     report = _report(dry_run)
     # Intents first: finishing one settles its upload or delete, so the scan below does not
     # see it again.
@@ -148,8 +148,9 @@ def _repair(store: Store, *, dry_run: bool, full: bool, stale_after_seconds: flo
             store.forget_processes(moment - dt.timedelta(seconds=FORGET_PROCESSES_SECONDS))
         report["orphan_crops_removed"] = len(orphans)
         # After the crops: bytes of the crops just removed are unnamed now.
-        report["orphan_blobs_removed"] = blobs.sweep(store, grace_seconds=blob_grace_seconds,
-                                                     dry_run=dry_run)
+        if blob_grace_seconds is not None:
+            report["orphan_blobs_removed"] = blobs.sweep(
+                store, grace_seconds=blob_grace_seconds, dry_run=dry_run)
     return report
 
 
