@@ -181,7 +181,7 @@ SETTINGS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     # URIs in documents, the seed's schema); empty: gridfs with MONGODB_URI, else files.
     "BLOB_STORE": (_choice("", "files", "gridfs", "inline"), ""),
     # Bytes nothing refers to (left by a crash) are deleted by repair once this old.
-    "BLOB_SWEEP_GRACE_SECONDS": (_float_range(0.0, 30 * 86400.0), "3600"),
+    "BLOB_SWEEP_GRACE_SECONDS": (_float_range(60.0, 30 * 86400.0), "3600"),
     # Pixels of one photo, and of all the photos a process decodes at once (services/budget.py):
     # 48 MP (8000x6000, the largest common phone sensor) x ~11 bytes a pixel at the analysis'
     # peak is ~500 MiB a process (docs/ingest.md, "Memory").

@@ -348,17 +348,17 @@ class ReclusterQuery(_Query):
     min_samples = fields.Integer(validate=validators.Range(1, 1000))
     preserve_manual = fields.Boolean(metadata={
         "description": "keep faces moved by hand where they are (default true)"})
-
-
-class ReclusterPostQuery(ReclusterQuery):
-    run_async = fields.Boolean(data_key="async", metadata={
-        "description": "answer 202 at once with a re-clustering job"})
     dry_run = fields.Boolean(metadata={
         "description": "compute the new grouping and answer its diff; write nothing"})
     moves_limit = fields.Integer(validate=validators.Range(1, MAX_MOVES_LIMIT), metadata={
         "description": f"dry run: moved faces per page, 1-{MAX_MOVES_LIMIT} (default 100)"})
     moves_offset = fields.Integer(validate=validators.Range(0, 10**9), metadata={
         "description": "dry run: moved faces to skip (default 0)"})
+
+
+class ReclusterPostQuery(ReclusterQuery):
+    run_async = fields.Boolean(data_key="async", metadata={
+        "description": "answer 202 at once with a re-clustering job"})
 
 
 class ReclusterBody(_Body):

@@ -134,6 +134,9 @@ def _move(store: Store, collection: str, doc: Doc, parts: tuple[str, ...], targe
                 raise _MigrationError(f"the {part} copied to {target} does not verify")
     if dry_run:
         return moved
+    if target == "inline" and moved * 4 // 3 > storage.INLINE_MAX_BYTES:
+        raise _MigrationError(f"{moved * 4 // 3 // 2**20} MB as data URIs, over the "
+                              f"{storage.INLINE_MAX_BYTES // 2**20} MB a document holds")
     if store.repoint_blob_document(collection, doc, fields):
         old = doc.get("store", "inline")
         for part in parts:

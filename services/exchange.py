@@ -113,16 +113,9 @@ def _face_entry(face: Doc, hashes: dict[str, str], boxes: dict[str, Doc]) -> Doc
     ref = {"image_sha256": hashes[face["image_id"]],
            "box": {side: int(face["face_location"][side]) for side in _BOX_SIDES}}
     boxes[face["_id"]] = ref
-    manual = bool(face.get("is_manual_assignment"))
-    entry = {**ref, "person_id": face["person_id"],
-             "assigned_by": face.get("assigned_by") or ("manual" if manual else "auto"),
-             # Faces written before provenance was recorded: auto came from the upload,
-             # manual from a move (the contract of issue 16).
-             "assigned_via": face.get("assigned_via") or ("move" if manual else "upload"),
+    entry = {**ref, "person_id": face["person_id"], **people.provenance(face),
              "quality_score": face.get("quality_score"),
              "embedding": base64.b64encode(bytes(face["embedding"])).decode("ascii")}
-    if face.get("assigned_run"):
-        entry["assigned_run"] = int(face["assigned_run"])
     return entry
 
 

@@ -202,7 +202,7 @@ def _apply(store: Store, read: Doc, report: _Report, *, keep_pending: bool) -> N
         report.persons["created"] |= done.persons_created
         report.persons["matched"] |= done.persons_matched
     for person in persons.values():
-        _update_person(store, person, report)
+        _update_person(store, person, report, images)
     waiting = _apply_corrections(store, read, found, report)
     if keep_pending:
         _keep_pending(store, read, found, faces, persons, waiting, report)
@@ -259,7 +259,8 @@ def _scale(image: Doc, entry: Doc | None) -> float:
     return 1.0
 
 
-def _update_person(store: Store, entry: Doc, report: _Report) -> None:
+def _update_person(store: Store, entry: Doc, report: _Report, images: dict[str, Doc]
+                   ) -> None:
     """Give a person present here the exported name (when a user gave it), flags, birth
     date and cover face; one write, only when something differs."""
     person = store.find_person(entry["id"])
@@ -274,7 +275,7 @@ def _update_person(store: Store, entry: Doc, report: _Report) -> None:
     if (person.get("birth_date") or None) != entry["birth_date"]:
         fields["birth_date"] = entry["birth_date"]
     if entry["cover_face"] is not None:
-        cover = _locate(store, entry["cover_face"], {})
+        cover = _locate(store, entry["cover_face"], {}, images)
         if (cover is not None and cover["person_id"] == entry["id"]
                 and bookkeeping.cover_of(person) != cover["_id"]):
             fields.update(thumbnail_face_id=cover["_id"],
@@ -285,9 +286,10 @@ def _update_person(store: Store, entry: Doc, report: _Report) -> None:
         report.persons["updated"].add(entry["id"])
 
 
-def _locate(store: Store, ref: Doc, cache: dict[str, tuple[Doc, list[Doc]] | None]
-            ) -> Doc | None:
-    """The stored face an exported (photo, box) names, or None (photo absent, no overlap)."""
+def _locate(store: Store, ref: Doc, cache: dict[str, tuple[Doc, list[Doc]] | None],
+            images: dict[str, Doc]) -> Doc | None:
+    """The stored face an exported (photo, box) names, or None (photo absent, no overlap).
+    ``images``: the document's images by sha256, whose widths scale the box to ours."""
     sha = ref["image_sha256"]
     if sha not in cache:
         image = store.image_with_hash(sha)
@@ -295,7 +297,8 @@ def _locate(store: Store, ref: Doc, cache: dict[str, tuple[Doc, list[Doc]] | Non
     found = cache[sha]
     if found is None:
         return None
-    return import_moves.match_faces(found[1], [ref]).get(0)
+    return import_moves.match_faces(found[1], [ref],
+                                    _scale(found[0], images.get(sha))).get(0)
 
 
 def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], report: _Report
@@ -308,6 +311,7 @@ def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], re
             pending_persons[face["person_id"]].add(face["image_sha256"])
     waiting: dict[str, list[Doc]] = defaultdict(list)
     cache: dict[str, tuple[Doc, list[Doc]] | None] = {}
+    images = {i["sha256"]: i for i in read["images"]}
 
     def here(sha: str) -> bool:
         # A rejection may name a photo the document lists nowhere else: looked up then.
@@ -317,7 +321,7 @@ def _apply_corrections(store: Store, read: Doc, found: dict[str, Doc | None], re
 
     for entry in read["rejections"]:
         ref, person_id = entry["face"], entry["person_id"]
-        face = _locate(store, ref, cache)
+        face = _locate(store, ref, cache, images)
         person_here = store.find_person(person_id) is not None
         if face is not None and person_here:
             if face["person_id"] == person_id:

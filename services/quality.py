@@ -78,7 +78,7 @@ def quality_figures(gallery: Gallery, *, limit: int = 5, max_age: float = 0.0) -
         if person["_id"] in listed:
             names[person["_id"]] = person.get("name")
     total = figures["faces"]
-    run = store.latest_cluster_run()
+    run = store.latest_finished_recluster()
     churn = (run.get("summary") or {}).get("churn") if run else None
     spread = figures["spread"]
     return {

@@ -82,6 +82,11 @@ def _check_can_roll_back(run: Doc) -> None:
         raise ConflictError(f"Run {number} is still running", details={"number": number})
 
 
+#: What a person's snapshot holds beside the person itself (its corrections and its heir's).
+_SNAPSHOT_EXTRAS = frozenset({"rejections", "not_same", "heir", "heir_rejections",
+                              "heir_not_same"})
+
+
 def _rollback_plan(store: Store, run: Doc) -> tuple[list[Doc], list[Doc]]:
     """The moves that undo ``run`` and the faces that stop it (``{face_id, reason}``)."""
     number = run["number"]
@@ -156,7 +161,7 @@ def finish(store: Store, own: int) -> Doc:
     for person_id in sorted({m["to_person_id"] for m in moves}):
         snapshot = snapshots.get(person_id)
         if snapshot is not None and store.find_person(person_id) is None:
-            person = {k: v for k, v in snapshot.items() if k not in {"rejections", "not_same"}}
+            person = {k: v for k, v in snapshot.items() if k not in _SNAPSHOT_EXTRAS}
             # Counted from its faces once they are back (reconcile below).
             person.update(face_count=0, image_count=0, manual_face_count=0,
                           updated_at=storage.now())

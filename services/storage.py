@@ -70,6 +70,9 @@ COLLECTIONS = (
     "pending_imports",
     "cluster_runs", "cluster_run_moves", "cluster_run_persons",
 )
+#: MongoDB's document limit is 16 MB; the embedded stores do not enforce it, so we do: an
+#: inline blob document (data URIs) stays under this.
+INLINE_MAX_BYTES = 15 * 2**20
 #: Where blob bytes may live (:meth:`Store.save_blob`); ``inline`` is a data URI in the
 #: blob document itself.
 _BLOB_STORES = ("files", "gridfs", "inline")
@@ -587,19 +590,15 @@ class Store:
         fields = {"person_id": person_id, "is_manual_assignment": manual,
                   "assigned_by": "manual" if manual else "auto",
                   "assigned_via": via or ("move" if manual else "upload"), "updated_at": now()}
-        if run:
-            fields["assigned_run"] = run
-        self.db.faces.update_one({"_id": face_id}, {"$set": fields})
+        self.db.faces.update_one({"_id": face_id}, _assignment(fields, run))
 
     def move_all_faces(self, source_person_id: str, target_person_id: str, *,
                        via: str = "merge", run: int = 0) -> int:
         """Point every face of one person at another (re-clustering merges); ``via`` and
         ``run`` say how, as :meth:`set_face_person`'s do."""
         fields: Doc = {"person_id": target_person_id, "assigned_via": via, "updated_at": now()}
-        if run:
-            fields["assigned_run"] = run
         return self.db.faces.update_many({"person_id": source_person_id},
-                                         {"$set": fields}).modified_count
+                                         _assignment(fields, run)).modified_count
 
     def delete_faces(self, face_ids: Iterable[str]) -> list[Doc]:
         """Delete faces and their crops; returns the faces this call deleted (each face is
@@ -649,8 +648,8 @@ class Store:
         really left."""
         return self.db.faces.find_one_and_update(
             {"_id": face_id},
-            {"$set": {"person_id": person_id, "is_manual_assignment": True,
-                      "assigned_by": "manual", "assigned_via": via, "updated_at": now()}},
+            _assignment({"person_id": person_id, "is_manual_assignment": True,
+                         "assigned_by": "manual", "assigned_via": via, "updated_at": now()}),
             return_document=ReturnDocument.BEFORE)
 
     def confirm_face(self, face_id: str) -> Doc | None:
@@ -659,8 +658,8 @@ class Store:
         confirmed in the person it is in now, and the caller counts it there."""
         return self.db.faces.find_one_and_update(
             {"_id": face_id},
-            {"$set": {"is_manual_assignment": True, "assigned_by": "manual",
-                      "assigned_via": "confirm", "updated_at": now()}},
+            _assignment({"is_manual_assignment": True, "assigned_by": "manual",
+                         "assigned_via": "confirm", "updated_at": now()}),
             return_document=ReturnDocument.BEFORE)
 
     def start_image_delete(self, image_id: str, claimant: str) -> Doc | None:
@@ -1029,6 +1028,12 @@ class Store:
     def latest_cluster_run(self) -> Doc | None:
         """The newest run document (a re-clustering or a rollback), None before the first."""
         return next(iter(self.db.cluster_runs.find({}).sort([("number", -1)]).limit(1)), None)
+
+    def latest_finished_recluster(self) -> Doc | None:
+        """The newest re-clustering run that finished (not a rollback, not an interrupted
+        one), None before the first."""
+        cursor = self.db.cluster_runs.find({"kind": "recluster", "status": "done"})
+        return next(iter(cursor.sort([("number", -1)]).limit(1)), None)
 
     def insert_run_moves(self, number: int, moves: list[Doc], *, batch: int = 1000) -> None:
         """Record ``{face_id, from_person_id, to_person_id, from_manual}`` of each face a run
@@ -1401,6 +1406,14 @@ class Store:
             self.db = self.db.raw
 
 
+def _assignment(fields: Doc, run: int = 0) -> Doc:
+    """The update that records how a face got its person: a run's number only with a run's
+    kind of assignment, so a later hand edit leaves no run number behind."""
+    if run:
+        return {"$set": {**fields, "assigned_run": run}}
+    return {"$set": fields, "$unset": {"assigned_run": ""}}
+
+
 def blob_key_field(part: str) -> str:
     """The field of a blob document holding a part's key (its bytes' sha256)."""
     return _BLOB_FIELDS[part][1]
@@ -1455,8 +1468,11 @@ class GridBlobs:
         return gridfs.GridFSBucket(self._db, bucket_name="blobs")
 
     def put(self, key: str, data: bytes) -> None:
+        # Content-addressed: the same key is the same bytes, dated now again so the sweep's
+        # grace period protects the document about to name them.
         if self._db["blobs.files"].find_one({"_id": key}, {"_id": 1}) is not None:
-            return  # content-addressed: the same key is the same bytes
+            self._db["blobs.files"].update_one({"_id": key}, {"$set": {"uploadDate": now()}})
+            return
         self._db["blobs.chunks"].delete_many({"files_id": key})  # left by a killed put
         bucket = self._bucket()
         try:
@@ -1484,8 +1500,8 @@ class GridBlobs:
         if bucket is not None:
             try:
                 return bucket.open_download_stream(key).read()
-            except gridfs.errors.NoFile:
-                return None
+            except (gridfs.errors.NoFile, gridfs.errors.CorruptGridFile):
+                return None  # read as missing: repair's sweep and the migration report it
         doc = self._db["blobs.files"].find_one({"_id": key})
         if doc is None:
             return None

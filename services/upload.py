@@ -45,8 +45,6 @@ from services.storage import Store
 
 log = logging.getLogger(__name__)
 
-#: MongoDB's document limit is 16 MB; the embedded stores do not enforce it, so we do.
-MAX_BLOB_BYTES = 15 * 2**20
 #: How long an upload waits for a twin upload of the same bytes to finish.
 WAIT_FOR_TWIN_SECONDS = 8.0
 #: How long an upload retries claiming its bytes when the claim it lost to cannot be read.
@@ -138,11 +136,11 @@ def _write_analysis(gallery: Gallery, analysis: ingest.Analysis, filename: str, 
 
     if store.blob_kind == "inline":
         inline = (len(analysis.stored) + len(analysis.display or b"")) * 4 // 3
-        if inline > MAX_BLOB_BYTES:
+        if inline > storage.INLINE_MAX_BYTES:
             raise FileSizeError(
                 f"The image to store is {inline // 2**20} MB as a data URI, over the "
-                f"{MAX_BLOB_BYTES // 2**20} MB a database document holds; use BLOB_STORE=gridfs "
-                "or files, or upload a smaller file",
+                f"{storage.INLINE_MAX_BYTES // 2**20} MB a database document holds; use "
+                "BLOB_STORE=gridfs or files, or upload a smaller file",
                 details={"stored_bytes": inline})
 
     sha256 = analysis.sha256

@@ -310,3 +310,17 @@ def test_repair_sweeps_bytes_nothing_names_once_old_enough(store, tmp_path):
     assert stored_keys(store)["files"] == {named["sha256"], fresh}
     repair.run(store, blob_grace_seconds=0)
     assert stored_keys(store)["files"] == {named["sha256"]}
+
+
+def test_a_blob_too_large_to_go_inline_is_reported_and_left_where_it_is(store, tmp_path,
+                                                                        monkeypatch):
+    offered(store, "files")
+    originals = seed_gallery(store, tmp_path, "files")
+    monkeypatch.setattr(storage, "INLINE_MAX_BYTES", 2048)  # below every blob here
+    settings = {**BASE_CONFIG, "DATA_DIR": str(tmp_path / "files"),
+                "DATABASE_NAME": "face_gallery_test", "BLOB_STORE": "files"}
+    report = blobs.migrate(store, "inline", settings=settings)
+    assert len(report["failed"]) == 3 and "document holds" in report["failed"][0]["reason"]
+    for collection in ("image_blobs", "face_crops"):
+        assert {d["store"] for d in store.db[collection].find({})} == {"files"}
+    read_back(store, tmp_path, "files", originals)

@@ -142,6 +142,9 @@ def test_rollback_restores_the_exact_previous_assignment(client, store, split_ga
     back = store.find_person(split_gallery["not_eileen"])
     assert {k: back[k] for k in ("name", "number", "named_by_user", "created_at")} == {
         k: not_eileen[k] for k in ("name", "number", "named_by_user", "created_at")}
+    # The person itself, without what the snapshot kept beside it (corrections, heir).
+    assert not {"rejections", "not_same", "heir", "heir_rejections",
+                "heir_not_same"} & set(back)
     face = store.get_face(split_gallery["lookalike"])
     assert (face["assigned_via"], face["assigned_run"]) == ("rollback", data["run_number"])
     check_invariants(store)
@@ -274,3 +277,24 @@ def test_the_command_records_its_run_and_previews_with_dry_run(app, client, stor
     assert done.exit_code == 0, done.output
     [run] = client.get("/cluster/runs").json["data"]["runs"]
     assert run["by"] == "cli" and run["params"]["preserve_manual"] is False
+
+
+def test_a_dry_run_by_get_writes_nothing_either(client, store, split_gallery):
+    before = dump(store)
+    answer = client.get("/cluster/?dry_run=true&preserve_manual=false&moves_limit=1")
+    assert answer.status_code == 200, answer.json
+    assert answer.json["data"]["dry_run"] is True and len(answer.json["data"]["moves"]) == 1
+    assert dump(store) == before
+
+
+def test_a_face_moved_back_by_hand_is_done_not_a_conflict(client, store, split_gallery):
+    done = client.post("/cluster/", json={"preserve_manual": False}).json["data"]
+    grace = split_gallery["grace"]
+    # The user puts Grace back with Eileen by hand: the run's number leaves the face.
+    moved = client.put(f"/faces/{grace}/move", json={"target_person_id": split_gallery["eileen"]})
+    assert moved.status_code == 200, moved.json
+    face = store.get_face(grace)
+    assert face["assigned_via"] == "move" and "assigned_run" not in face
+    rolled = client.post(f"/cluster/runs/{done['run_number']}/rollback")
+    assert rolled.status_code == 200, rolled.json
+    assert store.get_face(grace)["person_id"] == split_gallery["eileen"]

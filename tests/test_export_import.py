@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from errors import ValidationError
+from services import bookkeeping
 from services import people_import
 from services.storage import COLLECTIONS
 from services.storage import Store
@@ -271,11 +272,15 @@ def test_boxes_are_scaled_to_the_size_the_photo_is_stored_at_here(client, pictur
         face["box"] = {side: value * 2 for side, value in face["box"].items()}
     person = document["persons"][0]["id"]
     document["persons"][0]["id"] = document["faces"][0]["person_id"] = "6570a1a1a1a1a1a1a1a1a1a1"
+    # A cover named by the same (scaled) box is found too.
+    document["persons"][0]["cover_face"] = {k: document["faces"][0][k]
+                                            for k in ("image_sha256", "box")}
     report = client.post("/import", json=document).json["data"]
     assert report["faces"]["assigned"] == 1 and report["persons"]["created"] == 1
     store: Store = client.application.extensions["face_gallery"].store
     face = store.get_face(up["faces"][0]["face_id"])
     assert face["person_id"] == "6570a1a1a1a1a1a1a1a1a1a1" != person
+    assert bookkeeping.cover_of(store.get_person(face["person_id"])) == face["_id"]
 
 
 def test_the_contract_documents_export_import_and_xmp(client):

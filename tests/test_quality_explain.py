@@ -194,8 +194,15 @@ def test_quality_figures_of_a_small_gallery(client, store):
 
 
 def test_the_churn_of_the_last_run_is_reported(client, store):
-    store._insert("cluster_runs", [{"_id": "a" * 24, "number": 1, "summary": {"churn": 0.5}},
-                                   {"_id": "b" * 24, "number": 2, "summary": {"churn": 0.25}}])
+    # The newest finished re-clustering counts: not a rollback, not an interrupted run.
+    done = {"kind": "recluster", "status": "done"}
+    store._insert("cluster_runs", [
+        {"_id": "a" * 24, "number": 1, "summary": {"churn": 0.5}, **done},
+        {"_id": "b" * 24, "number": 2, "summary": {"churn": 0.25}, **done},
+        {"_id": "c" * 24, "number": 3, "summary": {"churn": 0.9}, "kind": "recluster",
+         "status": "interrupted"},
+        {"_id": "d" * 24, "number": 4, "summary": {"churn": 0.7}, "kind": "rollback",
+         "status": "done", "rollback_of": 2}])
     data = figures(client)
     assert data["churn_last_run"] == 0.25 and data["last_run"] == {"number": 2, "churn": 0.25}
     store.db.cluster_runs.delete_many({})
