@@ -57,7 +57,6 @@ import numpy as np
 from PIL import Image
 
 from services import bookkeeping
-from services import imaging
 from services import storage
 from services.storage import Store
 
@@ -138,7 +137,7 @@ def fill(store: Store, n_images: int, n_faces: int, seed: int = 7) -> dict[str, 
     """Write the synthetic gallery; returns the sizes written."""
     rng = np.random.default_rng(seed)
     base_image = _jpeg(IMAGE_W, IMAGE_H, seed, quality=40)
-    crop_uri = imaging.data_uri(_jpeg(32, 32, seed + 1, quality=60), "image/jpeg")
+    crop_uri = storage.data_uri(_jpeg(32, 32, seed + 1, quality=60), "image/jpeg")
     start = datetime(2024, 1, 1)
 
     albums = []
@@ -199,7 +198,7 @@ def fill(store: Store, n_images: int, n_faces: int, seed: int = 7) -> dict[str, 
             "face_count": count, "created_at": moment, "updated_at": moment,
         })
         blobs.append({"_id": image_id, "mime_type": "image/jpeg",
-                      "original_image_base64": imaging.data_uri(data, "image/jpeg")})
+                      "original_image_base64": storage.data_uri(data, "image/jpeg")})
         hashes.append({"_id": sha256, "image_id": image_id})
         # Faces side by side, left to right, 20-30 px boxes inside the 160x120 image.
         lefts = np.sort(rng.integers(0, IMAGE_W - 30, size=count)) if count else []
@@ -461,8 +460,8 @@ def _run(args: argparse.Namespace, data_dir: str) -> int:
         print(f"fill took {fill_s:.1f} s: {sizes}", flush=True)
     blob = store.db.image_blobs.find_one({})["original_image_base64"]
     crop = store.db.face_crops.find_one({})["cropped_face_base64"]
-    payload = (f"image blob {len(imaging.parse_data_uri(blob)[0])} B ({len(blob)} B as data URI),"
-               f" face crop {len(imaging.parse_data_uri(crop)[0])} B")
+    payload = (f"image blob {len(storage.data_uri_bytes(blob))} B ({len(blob)} B as data URI),"
+               f" face crop {len(storage.data_uri_bytes(crop))} B")
     store.close()
     del store, database
 

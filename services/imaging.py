@@ -6,12 +6,9 @@ arrays are ``HxWx3`` ``uint8`` RGB, the layout dlib expects.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import typing as t
-import urllib.parse
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -31,13 +28,11 @@ __all__ = [
     "Box",
     "DecodedImage",
     "crop_box",
-    "data_uri",
     "decode_upload",
     "encode_for_storage",
     "encode_jpeg",
     "limit_pixels",
     "make_thumbnail",
-    "parse_data_uri",
     "pillow_formats",
     "probe",
     "resize_to_fit",
@@ -359,24 +354,3 @@ def crop_box(rgb: RGB, box: Box, padding: float) -> RGB:
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
     # A copy, so the crop does not keep the whole photo alive.
     return rgb[top:bottom, left:right].copy()
-
-
-def data_uri(data: bytes, mime_type: str) -> str:
-    """``data:<mime>;base64,<payload>``."""
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def parse_data_uri(uri: str) -> tuple[bytes, str]:
-    """Bytes and MIME type of a ``data:`` URI; FileValidationError if malformed."""
-    header, comma, payload = uri.strip().partition(",")
-    if not comma or not header.lower().startswith("data:"):
-        raise errors.FileValidationError("Expected a data URI: data:<mime type>;base64,<data>")
-    params = header[5:].split(";")
-    mime_type = params[0].strip().lower() or "text/plain"
-    if params[-1].strip().lower() != "base64":
-        return urllib.parse.unquote_to_bytes(payload), mime_type
-    try:
-        # Clients wrap long base64 lines; whitespace is never part of the data.
-        return base64.b64decode("".join(payload.split()), validate=True), mime_type
-    except (binascii.Error, ValueError) as err:
-        raise errors.FileValidationError("The data URI holds invalid base64") from err

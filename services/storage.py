@@ -1285,9 +1285,8 @@ class Store:
         data_field, key_field = _BLOB_FIELDS[part]
         key = hashlib.sha256(data).hexdigest()
         if kind == "inline":
-            uri = f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-            return {data_field: uri, key_field: key, f"{part}_size": len(data),
-                    "store": "inline"}
+            return {data_field: data_uri(data, mime_type), key_field: key,
+                    f"{part}_size": len(data), "store": "inline"}
         self._fault_point(lambda: self.blob_backend(kind).put(key, data))
         return {key_field: key, f"{part}_size": len(data), "store": kind}
 
@@ -1299,7 +1298,7 @@ class Store:
         data_field, key_field = _BLOB_FIELDS[part]
         if data_field in doc:
             uri = doc[data_field]
-            return base64.b64decode(uri.partition(",")[2])
+            return data_uri_bytes(uri)
         key = doc.get(key_field)
         if not key:
             raise DocumentNotFoundError(f"No {part} stored", details={"part": part})
@@ -1404,6 +1403,16 @@ class Store:
     def disarm_fault(self) -> None:
         if isinstance(self.db, _FaultyDatabase):
             self.db = self.db.raw
+
+
+def data_uri(data: bytes, mime_type: str) -> str:
+    """``data:<mime>;base64,<payload>``: the seed's form of stored bytes (``inline``)."""
+    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def data_uri_bytes(uri: str) -> bytes:
+    """The bytes of a base64 ``data:`` URI this module wrote (line breaks are ignored)."""
+    return base64.b64decode("".join(uri.partition(",")[2].split()), validate=True)
 
 
 def _assignment(fields: Doc, run: int = 0) -> Doc:

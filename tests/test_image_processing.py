@@ -270,22 +270,6 @@ def test_crop_box_pads_and_clips():
         imaging.crop_box(UPRIGHT, (400, 500, 450, 450), 0.2)
 
 
-def test_data_uri_round_trip():
-    data = photos.astronaut_jpeg()
-    uri = imaging.data_uri(data, "image/jpeg")
-    assert uri.startswith("data:image/jpeg;base64,/9j/")
-    assert imaging.parse_data_uri(uri) == (data, "image/jpeg")
-    wrapped = uri[:40] + "\n" + uri[40:]
-    assert imaging.parse_data_uri(wrapped) == (data, "image/jpeg")
-
-
-@pytest.mark.parametrize("uri", ["", "image/png;base64,AAAA", "data:image/png;base64,@@@@",
-                                 "data:image/png;base64"])
-def test_malformed_data_uris_are_rejected(uri):
-    with pytest.raises(errors.FileValidationError):
-        imaging.parse_data_uri(uri)
-
-
 def test_unknown_extension_is_a_programming_error():
     assert imaging.pillow_formats({"jpg", ".JPEG", "png"}) == {"JPEG", "PNG"}
     with pytest.raises(ValueError):

@@ -18,6 +18,7 @@ from services import face_index
 from services import recognition
 from services import storage
 from services.storage import Store
+from tests import photos
 
 # -- documents as the services write them ------------------------------------------------
 
@@ -444,3 +445,12 @@ def test_queries_leave_the_callers_dicts_as_they_were(store):
     assert [p["_id"] for p in store.iter_persons(projection)] == [person["_id"]]
     assert store.count("faces", query) == 1
     assert query == {"person_id": person["_id"]} and projection == {"person_id": 1}
+
+
+def test_data_uri_round_trip():
+    """The inline store's form: bytes back exactly, line breaks a client added ignored."""
+    data = photos.astronaut_jpeg()
+    uri = storage.data_uri(data, "image/jpeg")
+    assert uri.startswith("data:image/jpeg;base64,/9j/")
+    assert storage.data_uri_bytes(uri) == data
+    assert storage.data_uri_bytes(uri[:40] + "\n" + uri[40:]) == data

@@ -308,3 +308,15 @@ def test_config_defaults_are_the_measured_ones():
     assert settings["FACE_RECOGNITION_TOLERANCE"] == clustering.DEFAULT_TOLERANCE
     assert settings["DBSCAN_EPS"] == clustering.DEFAULT_EPS
     assert settings["DBSCAN_MIN_SAMPLES"] == clustering.DEFAULT_MIN_SAMPLES
+
+
+def test_image_compression_is_no_longer_read_and_says_so(caplog):
+    from config import load_config
+
+    settings = load_config(environ={"IMAGE_COMPRESSION": "true"})
+    assert settings["STORE_ORIGINALS"] is True
+    assert "IMAGE_COMPRESSION is no longer read" in caplog.text
+    caplog.clear()
+    assert load_config(environ={"IMAGE_COMPRESSION": "true", "STORE_ORIGINALS": "false"})[
+        "STORE_ORIGINALS"] is False
+    assert "IMAGE_COMPRESSION" not in caplog.text
